@@ -1,0 +1,31 @@
+"""The game of "Who is the Spy?" on pictures: rules, prompts, parsing and rewards, in plain Python (no torch)."""
+
+from vzero.game.config import GameConfig
+from vzero.game.game import OBSERVER, Game, Policy, Transcript, Turn, play_game, play_games
+from vzero.game.parse import parse_clue, parse_vote
+from vzero.game.prompts import clue_prompt, decision_prompt
+from vzero.game.rewards import RoleBaselines, clue_rewards, decision_reward, decision_rewards, group_normalize, tally
+from vzero.game.scripted import OraclePolicy, RandomPolicy
+
+__all__ = [
+    "OBSERVER",
+    "Game",
+    "GameConfig",
+    "OraclePolicy",
+    "Policy",
+    "RandomPolicy",
+    "RoleBaselines",
+    "Transcript",
+    "Turn",
+    "clue_prompt",
+    "clue_rewards",
+    "decision_prompt",
+    "decision_reward",
+    "decision_rewards",
+    "group_normalize",
+    "parse_clue",
+    "parse_vote",
+    "play_game",
+    "play_games",
+    "tally",
+]
