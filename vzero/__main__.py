@@ -1,0 +1,39 @@
+"""The ``vzero`` command: one function per subcommand."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: vzero <command> [options]
+
+commands:
+  pairs      write procedural image pairs (clevr, chart) to a folder
+Run `vzero <command> --help` for a command's options."""
+
+
+def _pairs(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    from vzero.cli.pairs import pairs
+
+    manifest = auto_cli(pairs, args=argv, as_positional=False)
+    print(f"wrote {manifest}")
+
+
+COMMANDS = {"pairs": _pairs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"vzero: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    COMMANDS[command](rest)
+
+
+if __name__ == "__main__":
+    main()
