@@ -1,0 +1,209 @@
+"""A thin wrapper around any HF image-text-to-text model: batched generation and log-probs on exact token ids.
+
+Token-in/token-out: prompts are tokenised once, generation returns the new token ids (the EOS included), and training
+scores those same ids. Text is decoded only to parse and to log.
+
+Pictures are preprocessed once with the processor's own image processor and reused by every turn that shows them; a
+batch's pixel values are the concatenation of its pictures' patches, split per picture by the processor's image grid
+(``image_grid_thw``, or ``num_patches`` for tiling processors such as InternVL's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from vzero.rollout.sampling import SamplingConfig
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One preprocessed picture."""
+
+    pixel_values: torch.Tensor  # [n_patches, ...]
+    grid: torch.Tensor | None  # [3] (t, h, w) for Qwen-VL processors; None for tiling processors
+    placeholder: str
+    """The expanded image-token text that stands for this picture in a prompt."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    ids: list[int]
+    """Generated token ids, up to and including the EOS."""
+    truncated: bool
+    """True when generation hit ``max_new_tokens`` before an EOS."""
+
+
+@dataclass
+class ModelInputs:
+    """Left-padded sequences of prompt + completion, ready for the model. Completions are right-aligned."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    mm_token_type_ids: torch.Tensor | None  # [B, T]
+    pixel_values: torch.Tensor  # [sum of patches, ...]
+    image_grid_thw: torch.Tensor | None  # [B, 3]
+    completion_mask: torch.Tensor  # [B, C]; 1 on the last len(completion) columns of each row
+
+    def model_kwargs(self) -> dict[str, torch.Tensor]:
+        kw = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "pixel_values": self.pixel_values}
+        if self.image_grid_thw is not None:
+            kw["image_grid_thw"] = self.image_grid_thw
+        if self.mm_token_type_ids is not None:
+            kw["mm_token_type_ids"] = self.mm_token_type_ids
+        return kw
+
+    def to(self, device: torch.device | str) -> ModelInputs:
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return ModelInputs(**moved)
+
+
+class Policy:
+    """Batched ``generate`` and ``logprobs`` for a model and its processor, with the adapter on or off.
+
+    Args:
+        model: an HF image-text-to-text model, optionally wrapped by peft.
+        processor: its processor.
+        reference: a frozen copy for full fine-tunes; None means the reference is ``model`` with its adapter disabled.
+        max_batch_size: generation is chunked to at most this many sequences per call, to bound memory.
+        synced_gpus: keep generation steps in lock-step across ranks (needed under FSDP).
+    """
+
+    def __init__(self, model, processor, reference=None, max_batch_size: int = 64, synced_gpus: bool = False) -> None:
+        self.model, self.processor, self.reference_model = model, processor, reference
+        self.max_batch_size = max_batch_size
+        self.synced_gpus = synced_gpus
+        tok = processor.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
+        self._uses_mm_types = "mm_token_type_ids" in getattr(processor, "model_input_names", [])
+        self._on_reference = False
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[Policy]:
+        """Within this block, every call runs the reference policy (the adapter off, or the frozen copy)."""
+        if self._on_reference:
+            yield self
+            return
+        self._on_reference = True
+        try:
+            if self.reference_model is not None:
+                yield self
+            elif hasattr(self.model, "disable_adapter"):
+                with self.model.disable_adapter():
+                    yield self
+            else:
+                raise RuntimeError("this policy has no adapter to disable and no frozen reference copy")
+        finally:
+            self._on_reference = False
+
+    @property
+    def _net(self):
+        return self.reference_model if self._on_reference and self.reference_model is not None else self.model
+
+    # ---- encoding -------------------------------------------------------------------------------------------------
+
+    def pictures(self, images: Sequence[Image.Image]) -> list[Picture]:
+        """Preprocess pictures once, in one batched call of the processor's image processor."""
+        if not images:
+            return []
+        feats = self.processor.image_processor(images=list(images), return_tensors="pt")
+        grids = feats.get("image_grid_thw")
+        counts = grids.prod(-1).tolist() if grids is not None else list(feats["num_patches"])
+        chunks = feats["pixel_values"].split([int(c) for c in counts])
+        return [
+            Picture(chunks[i], None if grids is None else grids[i], self.processor.replace_image_token(feats, i))
+            for i in range(len(images))
+        ]
+
+    def prompt_ids(self, messages: list[dict], picture: Picture) -> list[int]:
+        """Token ids of a chat prompt with one picture, ending with the assistant's turn header."""
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        (text,), _ = self.processor.get_text_with_replacements([text], images_replacements=[picture.placeholder])
+        return self.processor.tokenizer(text).input_ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.processor.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def pack(
+        self, prompts: Sequence[list[int]], pictures: Sequence[Picture], completions: Sequence[list[int]] | None = None
+    ) -> ModelInputs:
+        """Left-pad ``prompt + completion`` rows into one batch (completions end every row, right-aligned)."""
+        completions = completions or [[] for _ in prompts]
+        rows = [p + c for p, c in zip(prompts, completions)]
+        width = max(len(r) for r in rows)
+        c_width = max(len(c) for c in completions)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # [B, T]
+        mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, T]
+        c_mask = torch.zeros((len(rows), c_width), dtype=torch.float32)  # [B, C]
+        for i, (row, comp) in enumerate(zip(rows, completions)):
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+            if comp:
+                c_mask[i, c_width - len(comp) :] = 1
+        mm = None
+        if self._uses_mm_types:
+            mm = torch.tensor(self.processor.create_mm_token_type_ids(ids.tolist()), dtype=torch.long)  # [B, T]
+        grids = [p.grid for p in pictures]
+        return ModelInputs(
+            input_ids=ids,
+            attention_mask=mask,
+            mm_token_type_ids=mm,
+            pixel_values=torch.cat([p.pixel_values for p in pictures]),
+            image_grid_thw=None if grids[0] is None else torch.stack(grids),
+            completion_mask=c_mask,
+        )
+
+    # ---- generation and scoring -----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[list[int]], pictures: Sequence[Picture], sampling: SamplingConfig
+    ) -> tuple[list[Completion], float]:
+        """Sample one completion per prompt, in chunks of ``max_batch_size``. Returns them and the seconds spent."""
+        start, out = time.perf_counter(), []
+        for lo in range(0, len(prompts), self.max_batch_size):
+            hi = lo + self.max_batch_size
+            out.extend(self._generate_chunk(prompts[lo:hi], pictures[lo:hi], sampling))
+        return out, time.perf_counter() - start
+
+    def _generate_chunk(self, prompts, pictures, sampling: SamplingConfig) -> list[Completion]:
+        inputs = self.pack(prompts, pictures).to(self.device)
+        kwargs = sampling.generate_kwargs()
+        seqs = self._net.generate(
+            **inputs.model_kwargs(),
+            **kwargs,
+            eos_token_id=sorted(self.eos_ids),
+            pad_token_id=self.pad_id,
+            synced_gpus=self.synced_gpus,
+        )
+        new = seqs[:, inputs.input_ids.shape[1] :].tolist()  # [B, N]
+        completions = []
+        for row in new:
+            end = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
+            if end is None:
+                completions.append(Completion(row[: sampling.max_new_tokens], True))
+            else:
+                completions.append(Completion(row[: end + 1], False))
+        return completions
+
+    def logprobs(self, inputs: ModelInputs) -> torch.Tensor:
+        """Log-probs of each row's completion tokens under the current (or reference) policy: ``[B, C]``, right-aligned
+        like ``inputs.completion_mask`` (0 where the mask is 0). Gradients flow unless called under ``no_grad``."""
+        inputs = inputs.to(self.device)
+        c = inputs.completion_mask.shape[1]
+        out = self._net(**inputs.model_kwargs(), logits_to_keep=c + 1, use_cache=False)
+        logits = out.logits[:, :-1].float()  # [B, C, V]: position t predicts token t + 1
+        targets = inputs.input_ids[:, -c:]  # [B, C]
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, C]
+        return logp * inputs.completion_mask
