@@ -1,0 +1,15 @@
+"""Models: loading any HF image-text-to-text model (LoRA, QLoRA), the embedded tiny model, and the Policy wrapper."""
+
+from vzero.model.load import LoraSettings, ModelConfig, load_vlm, reference_copy
+from vzero.model.policy import Completion, ModelInputs, Picture, Policy
+
+__all__ = [
+    "Completion",
+    "LoraSettings",
+    "ModelConfig",
+    "ModelInputs",
+    "Picture",
+    "Policy",
+    "load_vlm",
+    "reference_copy",
+]

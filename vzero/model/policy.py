@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from vzero.rollout.sampling import SamplingConfig
+from vzero.model.sampling import SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,11 @@ class Policy:
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
         self._uses_mm_types = "mm_token_type_ids" in getattr(processor, "model_input_names", [])
+        # A sampled image or video placeholder would make the rescored sequence claim a picture it does not have.
+        config = model.config
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        found = [getattr(processor, n, None) for n in names] + [getattr(config, n, None) for n in names]
+        self.suppress_ids = sorted({i for i in found if isinstance(i, int)})
         self._on_reference = False
 
     @property
@@ -185,6 +190,7 @@ class Policy:
             **kwargs,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_id,
+            suppress_tokens=self.suppress_ids or None,
             synced_gpus=self.synced_gpus,
         )
         new = seqs[:, inputs.input_ids.shape[1] :].tolist()  # [B, N]

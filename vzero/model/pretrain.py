@@ -28,7 +28,7 @@ import torch
 from vzero.data.pairs.clevr import ClevrPairs, describe_object
 from vzero.game import Game, GameConfig, parse_clue, parse_vote, play_games
 from vzero.model.policy import Picture, Policy
-from vzero.rollout.sampling import SamplingConfig
+from vzero.model.sampling import SamplingConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,39 @@
+"""Shared fixtures: the embedded tiny model, built once into the cache and loaded per test module."""
+
+import os
+
+import pytest
+import torch
+
+# Two cores on CI; OMP_NUM_THREADS wins when set (e.g. to 1 when something else shares the machine).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_random_path() -> str:
+    from vzero.model.tiny import resolve
+
+    return resolve("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> str:
+    """The pretrained tiny model (built once, then cached: a few minutes on 2 cores the first time)."""
+    from vzero.model.tiny import resolve
+
+    return resolve("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_random(tiny_random_path):
+    from vzero.model import load_vlm
+
+    model, processor = load_vlm(tiny_random_path, lora=None)
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="module")
+def random_policy(tiny_random):
+    from vzero.model import Policy
+
+    return Policy(*tiny_random)

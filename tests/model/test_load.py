@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+from vzero.data.pairs import ClevrPairs
+from vzero.game import Game, GameConfig
+from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm
+
+
+def lora_params(model):
+    return [n for n, _ in model.named_parameters() if "lora_" in n]
+
+
+def test_lora_adapts_only_the_language_model_by_default(tiny_random_path):
+    model, _ = load_vlm(tiny_random_path)
+    names = lora_params(model)
+    assert names and all("language_model" in n for n in names)
+    assert not any("visual" in n for n in names)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(names)
+
+
+def test_lora_on_the_vision_tower_is_opt_in(tiny_random_path):
+    model, _ = load_vlm(tiny_random_path, lora=LoraSettings(adapt_vision=True))
+    assert any("visual" in n for n in lora_params(model))
+
+
+def test_lora_target_modules_filter(tiny_random_path):
+    model, _ = load_vlm(tiny_random_path, lora=LoraSettings(target_modules=["q_proj"]))
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora_params(model)} == {"q_proj"}
+    with pytest.raises(ValueError, match="matched no linear layer"):
+        load_vlm(tiny_random_path, lora=LoraSettings(target_modules=["nonexistent"]))
+
+
+def _scored_batch(policy):
+    pairs = ClevrPairs(n=3, seed=0, size=(240, 160))
+    pics = policy.pictures([p.original for p in pairs])
+    prompts = [policy.prompt_ids(Game(GameConfig(), seed=i).pending()[0].messages, pic) for i, pic in enumerate(pics)]
+    completions = [[7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    return policy.pack(prompts, pics, completions)
+
+
+def test_reference_logprobs_are_the_base_model_with_the_adapter_off(tiny_random_path):
+    model, processor = load_vlm(tiny_random_path)
+    with torch.no_grad():  # make the adapter do something, so on and off really differ
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    policy = Policy(model, processor)
+    inputs = _scored_batch(policy)
+    base = Policy(load_vlm(tiny_random_path, lora=None)[0], processor)
+    with torch.no_grad():
+        on = policy.logprobs(inputs)
+        with policy.reference():
+            off = policy.logprobs(inputs)
+        expected = base.logprobs(inputs)
+    assert torch.allclose(off, expected, atol=1e-5)
+    assert not torch.allclose(on, expected, atol=1e-3)
+    assert on.shape == (3, 4) and torch.equal((on != 0).float(), inputs.completion_mask)
+
+
+def test_full_finetune_reference_is_a_frozen_copy(tiny_random_path):
+    from vzero.model import reference_copy
+
+    model, processor = load_vlm(tiny_random_path, lora=None)
+    ref = reference_copy(model)
+    assert all(not p.requires_grad for p in ref.parameters())
+    policy = Policy(model, processor, reference=ref)
+    inputs = _scored_batch(policy)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # the trained model moves; the reference must not
+        with policy.reference():
+            off = policy.logprobs(inputs)
+        assert torch.allclose(off, Policy(ref, processor).logprobs(inputs))
+
+
+def test_qlora_4bit_backpropagates_into_the_adapter(tiny_random_path):
+    model, processor = load_vlm(tiny_random_path, quantization="4bit")
+    policy = Policy(model, processor)
+    loss = -policy.logprobs(_scored_batch(policy)).sum()
+    loss.backward()
+    # lora_B starts at zero, so it is the factor that receives gradient on the first step.
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_gradient_checkpointing_still_trains_lora(tiny_random_path):
+    model, processor = load_vlm(tiny_random_path, gradient_checkpointing=True)
+    model.train()
+    policy = Policy(model, processor)
+    (-policy.logprobs(_scored_batch(policy)).sum()).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"quantization": "4bit", "lora": None}, "needs model.lora"),
+        ({"quantization": "8bit", "lora": None}, "needs model.lora"),
+        ({"quantization": "2bit"}, "model.quantization"),
+        ({"dtype": "float64"}, "model.dtype"),
+        ({"min_pixels": 1000, "max_pixels": 10}, "min_pixels"),
+    ],
+)
+def test_invalid_combinations_fail_early(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**kwargs)
+
+
+def test_max_pixels_bounds_the_visual_tokens(tiny_random_path):
+    _, processor = load_vlm(tiny_random_path, lora=None, max_pixels=16 * 28 * 28)
+    grid = processor.image_processor(images=[ClevrPairs(n=1)[0].original], return_tensors="pt")["image_grid_thw"]
+    assert int(grid.prod()) // 4 <= 16

@@ -1,0 +1,73 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from vzero.data.pairs import ClevrPairs
+from vzero.game import GameConfig
+from vzero.model.tiny import MAX_PIXELS, NAMES, cache_dir
+
+
+def test_tiny_loads_offline_through_from_pretrained_and_generates(tiny_random_path, tmp_path):
+    # A fresh interpreter with the network switched off: the folder loads through the ordinary hub code path.
+    code = f"""
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from vzero.data.pairs import ClevrPairs
+from vzero.game import Game, GameConfig
+path = {str(tiny_random_path)!r}
+model = AutoModelForImageTextToText.from_pretrained(path).eval()
+processor = AutoProcessor.from_pretrained(path)
+assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration", type(model)
+assert sum(p.numel() for p in model.parameters()) < 5_000_000
+messages = Game(GameConfig(), seed=0).pending()[0].messages
+text = processor.apply_chat_template(messages, add_generation_prompt=True)
+inputs = processor(text=[text], images=[ClevrPairs(n=1, size=(240, 160))[0].original], return_tensors="pt")
+n_visual = int((inputs["input_ids"] == model.config.image_token_id).sum())
+assert 16 <= n_visual <= 64, n_visual
+out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+assert out.shape[1] == inputs["input_ids"].shape[1] + 5
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_saved_tiny_reloads_by_path_like_a_hub_checkpoint(tiny_random, tmp_path):
+    from vzero.model import load_vlm
+
+    model, processor = tiny_random
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    again, processor2 = load_vlm(str(tmp_path), lora=None)
+    assert processor2.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    for (n, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert a.equal(b), n
+
+
+def test_cache_layout(tiny_random_path):
+    assert Path(tiny_random_path).parent == cache_dir()
+    assert set(NAMES) == {"tiny", "tiny-random"}
+    config = json.loads((Path(tiny_random_path) / "processor_config.json").read_text())
+    assert config["image_processor"]["size"]["longest_edge"] == MAX_PIXELS
+
+
+def test_tokenizer_keeps_content_words_whole(tiny_random):
+    tok = tiny_random[1].tokenizer
+    for word in ("red", "cube", "sphere", "metal", "cylinder"):
+        assert len(tok(f" {word}", add_special_tokens=False).input_ids) == 1, word
+    clue = "I see 5 objects. \\boxed{There is a large red metal cube.}"
+    assert tok.decode(tok(clue, add_special_tokens=False).input_ids) == clue
+
+
+def test_pretrained_tiny_answers_in_format(tiny_path):
+    """The pretrained tiny model answers in the game's formats under greedy decoding, on held-out scenes."""
+    from vzero.model import Policy, load_vlm
+    from vzero.model.pretrain import REPORT, evaluate
+
+    report = json.loads((Path(tiny_path) / REPORT).read_text())
+    assert report["clue_format_valid"] >= 0.9 and report["vote_format_valid"] >= 0.9
+    model, processor = load_vlm(tiny_path, lora=None)
+    pairs = ClevrPairs(n=4, seed=99, size=(240, 160))
+    fresh = evaluate(Policy(model.eval(), processor), pairs, range(4), GameConfig())
+    assert fresh["clue_format_valid"] >= 0.8 and fresh["vote_format_valid"] >= 0.8

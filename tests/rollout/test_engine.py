@@ -1,0 +1,156 @@
+import pytest
+import torch
+
+from vzero.data.pairs import ClevrPairs, FolderImages, blank_like
+from vzero.game import GameConfig, RoleBaselines, clue_rewards, decision_rewards, group_normalize
+from vzero.model import Policy
+from vzero.model.sampling import SamplingConfig
+from vzero.rollout import RolloutEngine, Sampling, build_batch
+
+GREEDY = Sampling(SamplingConfig(temperature=0, max_new_tokens=10), SamplingConfig(temperature=0, max_new_tokens=6))
+CONFIG = GameConfig(n_civilians=3, clue_rounds=2)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    source = ClevrPairs(n=4, seed=7, size=(240, 160))
+    return [source[i] for i in range(4)]
+
+
+class CountingPolicy(Policy):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_sizes = []
+
+    def _generate_chunk(self, prompts, pictures, sampling):
+        self.batch_sizes.append(len(prompts))
+        return super()._generate_chunk(prompts, pictures, sampling)
+
+
+def test_batched_play_equals_per_game_play(random_policy, pairs):
+    engine = RolloutEngine(random_policy)
+    together = engine.play(pairs, CONFIG, GREEDY, seeds=[10, 11, 12, 13])
+    for pair, seed, t in zip(pairs, [10, 11, 12, 13], together):
+        (alone,) = engine.play([pair], CONFIG, GREEDY, seeds=[seed])
+        assert [s.completion_ids for s in alone.samples] == [s.completion_ids for s in t.samples]
+        assert [s.prompt_ids for s in alone.samples] == [s.prompt_ids for s in t.samples]
+
+
+def test_one_generate_per_speaker_slot_and_one_for_all_votes(tiny_random, pairs):
+    policy = CountingPolicy(*tiny_random)
+    RolloutEngine(policy).play(pairs, CONFIG, GREEDY)
+    n_players, rounds = CONFIG.n_players, CONFIG.clue_rounds
+    assert policy.batch_sizes == [4] * (n_players * rounds) + [4 * CONFIG.n_civilians]
+    chunked = CountingPolicy(*tiny_random, max_batch_size=3)
+    RolloutEngine(chunked).play(pairs, CONFIG, GREEDY)
+    assert chunked.batch_sizes == [3, 1] * (n_players * rounds) + [3, 3, 3, 3]
+
+
+def test_each_turn_carries_its_speakers_picture(random_policy, pairs):
+    (t,) = RolloutEngine(random_policy).play(pairs[:1], CONFIG, GREEDY, seeds=[5])
+    original, modified = random_policy.pictures([pairs[0].original, pairs[0].modified])
+    for s in t.samples:
+        expected = modified if s.turn.stage == "clue" and s.turn.player == t.spy else original
+        assert torch.equal(s.picture.pixel_values, expected.pixel_values)
+    assert t.views[t.spy] == "modified"
+
+
+def test_blank_spies_see_a_blank_picture(random_policy, pairs, tmp_path):
+    pairs[0].original.save(tmp_path / "photo.png")
+    photo = FolderImages(tmp_path)[0]
+    for pair, config in ((photo, CONFIG), (pairs[1], GameConfig(n_civilians=3, spy_view="blank"))):
+        (t,) = RolloutEngine(random_policy).play([pair], config, GREEDY)
+        spy_turn = next(s for s in t.samples if s.turn.player == t.spy)
+        assert spy_turn.turn.view == "blank"
+        (blank,) = random_policy.pictures([blank_like(pair.original)])
+        assert torch.equal(spy_turn.picture.pixel_values, blank.pixel_values)
+
+
+def test_token_in_token_out(random_policy, pairs):
+    sampling = Sampling(SamplingConfig(max_new_tokens=8), SamplingConfig(max_new_tokens=8))
+    transcripts = RolloutEngine(random_policy).play(pairs, CONFIG, sampling)
+    samples = [s for t in transcripts for s in t.samples]
+    for s in samples:
+        stopped = bool(set(s.completion_ids) & random_policy.eos_ids)
+        assert stopped != s.truncated
+        if stopped:
+            assert s.completion_ids[-1] in random_policy.eos_ids
+        assert s.text == random_policy.decode(s.completion_ids)
+    inputs = random_policy.pack(
+        [s.prompt_ids for s in samples], [s.picture for s in samples], [s.completion_ids for s in samples]
+    )
+    with torch.no_grad():
+        logp = random_policy.logprobs(inputs)
+    assert logp.shape == (len(samples), max(len(s.completion_ids) for s in samples))
+    assert torch.isfinite(logp).all()
+    stats = transcripts[0].stats
+    assert stats["clue"].turns == CONFIG.n_players * CONFIG.clue_rounds and stats["decision"].turns == 3
+    assert stats["clue"].tokens == sum(len(s.completion_ids) for s in transcripts[0].samples if s.turn.stage == "clue")
+    assert stats["clue"].seconds > 0
+
+
+def test_gibberish_is_counted_not_fatal(random_policy, pairs):
+    sampling = Sampling(
+        SamplingConfig(temperature=1.5, max_new_tokens=12), SamplingConfig(temperature=1.5, max_new_tokens=12)
+    )
+    transcripts = RolloutEngine(random_policy).play(pairs, CONFIG, sampling, baselines=RoleBaselines())
+    votes = [v for t in transcripts for v in t.votes]
+    assert votes and set(votes) <= {"invalid", "n/a", 0, 1, 2, 3}
+    assert votes.count("invalid") >= len(votes) // 2  # an untrained model rarely writes a valid box
+
+
+def test_batch_matches_the_game_engine(random_policy, pairs):
+    baselines = RoleBaselines(alpha=0.9)
+    transcripts = RolloutEngine(random_policy).play(pairs, CONFIG, GREEDY, baselines=baselines)
+    batch = build_batch(transcripts)
+    ref = RoleBaselines(alpha=0.9)
+    k = 0
+    for g, t in enumerate(transcripts):
+        rewards = clue_rewards([c / CONFIG.votes_per_voter for c in t.tally], t.spy)
+        civ = [p for p in range(CONFIG.n_players) if p != t.spy]
+        spy_adv, civ_adv = ref.update(rewards[t.spy], [rewards[p] for p in civ])
+        adv = dict(zip(civ, civ_adv)) | {t.spy: spy_adv}
+        d_rewards = decision_rewards(t.votes, t.spy)
+        d_adv = group_normalize(d_rewards)
+        vote = 0
+        for s in t.samples:
+            assert batch.game[k] == g and batch.roles[k] == s.turn.role
+            if s.turn.stage == "clue":
+                assert batch.stage[k] == 1
+                assert batch.reward[k].item() == pytest.approx(rewards[s.turn.player])
+                assert batch.advantage[k].item() == pytest.approx(adv[s.turn.player])
+            else:
+                assert batch.stage[k] == 0
+                assert batch.reward[k].item() == pytest.approx(d_rewards[vote])
+                assert batch.advantage[k].item() == pytest.approx(d_adv[vote], abs=1e-6)
+                vote += 1
+            k += 1
+    assert k == len(batch) and baselines.state_dict() == ref.state_dict()
+
+
+def test_batch_needs_baselines(random_policy, pairs):
+    transcripts = RolloutEngine(random_policy).play(pairs[:1], CONFIG, GREEDY)
+    with pytest.raises(ValueError, match="RoleBaselines"):
+        build_batch(transcripts)
+
+
+def test_reference_turns_run_with_the_adapter_off(tiny_random_path, pairs):
+    from vzero.model import load_vlm
+
+    model, processor = load_vlm(tiny_random_path)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 1.0)
+    policy = Policy(model.eval(), processor)
+    base = Policy(load_vlm(tiny_random_path, lora=None)[0].eval(), processor)
+    mixed = RolloutEngine(policy).play(pairs[:2], CONFIG, GREEDY, seeds=[1, 2], reference=lambda t: t.role == "spy")
+    trained = RolloutEngine(policy).play(pairs[:2], CONFIG, GREEDY, seeds=[1, 2])
+    reference = RolloutEngine(base).play(pairs[:2], CONFIG, GREEDY, seeds=[1, 2])
+    for m, tr, ref in zip(mixed, trained, reference):
+        first_spy = next(i for i, s in enumerate(m.samples) if s.turn.role == "spy")
+        assert m.samples[first_spy].reference and m.samples[0].reference == (m.spy == 0)
+        # Up to the spy's first turn, the mixed game is the trained game; the spy's turn is the reference's.
+        assert [s.completion_ids for s in m.samples[:first_spy]] == [s.completion_ids for s in tr.samples[:first_spy]]
+        if first_spy == 0:
+            assert m.samples[0].completion_ids == ref.samples[0].completion_ids

@@ -1,0 +1,184 @@
+"""Loading any HF image-text-to-text model, with LoRA or QLoRA, through the Auto classes.
+
+``AutoModelForImageTextToText`` and ``AutoProcessor`` cover Qwen2.5-VL, Qwen2-VL and InternVL3 (``-hf`` checkpoints)
+with no model-specific code. The names ``tiny`` and ``tiny-random`` resolve to the embedded model's cached folders.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vzero.model.tiny import resolve
+
+log = logging.getLogger(__name__)
+
+Quantization = Literal["none", "8bit", "4bit"]
+_VISION_NAMES = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "mm_projector")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """A LoRA adapter. By default it adapts every linear layer of the language model and leaves the vision tower
+    frozen and un-adapted."""
+
+    r: int = 16
+    """Rank."""
+    alpha: int = 32
+    """Scaling numerator: the update is scaled by ``alpha / r``."""
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+    """Module-name suffixes to adapt (e.g. ``["q_proj", "v_proj"]``); None means every language-model linear layer."""
+    adapt_vision: bool = False
+    """Also adapt the vision tower's linear layers (opt-in)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"lora.r must be >= 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to train and how to load it."""
+
+    name_or_path: str = "tiny"
+    """A hub id (``Qwen/Qwen2.5-VL-7B-Instruct``), a local folder, or ``tiny`` / ``tiny-random``."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: str | None = None
+    """E.g. ``sdpa``, ``flash_attention_2``, ``eager``; None lets transformers choose."""
+    lora: LoraSettings | None = field(default_factory=LoraSettings)
+    """None means a full fine-tune (a frozen copy then serves as the reference policy)."""
+    quantization: Quantization = "none"
+    """``8bit`` or ``4bit`` (nf4, double quantisation, bf16 compute) via bitsandbytes; needs LoRA."""
+    gradient_checkpointing: bool = False
+    min_pixels: int | None = None
+    """Lower bound on a picture's pixels after resizing (processor default when None)."""
+    max_pixels: int | None = None
+    """Upper bound on a picture's pixels after resizing: fewer visual tokens, less memory."""
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.quantization not in ("none", "8bit", "4bit"):
+            raise ValueError(f"model.quantization must be 'none', '8bit' or '4bit', got {self.quantization!r}")
+        if self.quantization != "none" and self.lora is None:
+            raise ValueError(
+                f"model.quantization={self.quantization!r} needs model.lora: quantised weights cannot be fine-tuned "
+                "directly (QLoRA trains an adapter on top of them)"
+            )
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"model.min_pixels ({self.min_pixels}) exceeds model.max_pixels ({self.max_pixels})")
+
+
+def load_vlm(config: ModelConfig | None = None, **overrides):
+    """Load a model and its processor. Returns ``(model, processor)``; the model is a peft model when LoRA is set.
+
+    Accepts a :class:`ModelConfig` or its fields as keywords: ``load_vlm("tiny")``, ``load_vlm(name_or_path=...)``.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if isinstance(config, str):
+        overrides["name_or_path"] = config
+        config = None
+    cfg = ModelConfig(**{**(vars(config) if config else {}), **overrides})
+    path = resolve(cfg.name_or_path)
+    proc_kwargs = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **proc_kwargs)
+    kwargs = {"dtype": _DTYPES[cfg.dtype], "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.quantization != "none":
+        kwargs["quantization_config"] = _bnb_config(cfg.quantization)
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+
+    if cfg.quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # so LoRA layers receive gradients through checkpointed blocks
+    if cfg.lora is None:
+        return model, processor
+    return _attach_lora(model, cfg.lora), processor
+
+
+def reference_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy of a fully fine-tuned model, to serve as the reference policy."""
+    log.warning("full fine-tune: keeping a frozen copy of the model as the reference policy (2x weights in memory)")
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def is_vision(name: str) -> bool:
+    return any(part in _VISION_NAMES for part in name.split("."))
+
+
+def _attach_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets = []
+    for name, module in model.named_modules():
+        if not _is_linear(module) or name.endswith("lm_head"):
+            continue
+        if is_vision(name) and not lora.adapt_vision:
+            continue
+        if lora.target_modules is None or any(name.endswith(t) for t in lora.target_modules):
+            targets.append(name)
+    if not targets:
+        raise ValueError(f"lora.target_modules={lora.target_modules!r} matched no linear layer of the model")
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none"
+    )
+    return get_peft_model(model, peft_config)
+
+
+def _is_linear(module: nn.Module) -> bool:
+    # bitsandbytes' Linear8bitLt / Linear4bit subclass nn.Linear too.
+    return isinstance(module, nn.Linear)
+
+
+def _bnb_config(quantization: Quantization):
+    try:
+        import bitsandbytes as bnb
+        from transformers import BitsAndBytesConfig
+    except ImportError as e:
+        raise RuntimeError(f"model.quantization={quantization!r} needs bitsandbytes, which fails to import: {e}") from e
+    _check_bnb_runs(bnb, quantization)
+    skip = [*_VISION_NAMES, "lm_head"]  # keep the vision tower and the output layer in full precision
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def _check_bnb_runs(bnb, quantization: Quantization) -> None:
+    """Fail early, with a clear message, where bitsandbytes has no kernel for this device."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        w = torch.randn(64, 64, device=device)
+        if quantization == "4bit":
+            q, state = bnb.functional.quantize_4bit(w.to(torch.bfloat16), quant_type="nf4")
+            bnb.functional.dequantize_4bit(q, state)
+        else:
+            bnb.functional.int8_vectorwise_quant(w.half() if device == "cuda" else w)
+    except Exception as e:  # bitsandbytes raises many types where a backend is missing
+        raise RuntimeError(
+            f"model.quantization={quantization!r}: bitsandbytes cannot run on this {device} "
+            f"({type(e).__name__}: {e}); use quantization='none'"
+        ) from e

@@ -1,0 +1,152 @@
+"""Batched multi-agent rollouts: many games at once, every player with its own picture, exact token ids kept.
+
+``RolloutEngine.play`` drives B games through :func:`vzero.game.play_games`. Because the games share one config, their
+pending turns line up, so each (round, speaker slot) is one batched ``generate`` over all B games, and the decision
+stage is one ``generate`` over every vote of every game (voters × G samples). Each game's pictures are preprocessed
+once and shared by all of its turns. Prompts are left-padded; the spy's turns carry the spy's picture (modified or
+blank), everyone else's the original.
+
+Departure from the reference release: it generates one player at a time at batch size 1, and re-tokenises decoded text
+for training, so the EOS token is never learned. Here the sampled ids, EOS included, are what training scores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from vzero.data.pairs.base import ImagePair, blank_like
+from vzero.game import Game, GameConfig, RoleBaselines, Transcript, Turn, play_games
+from vzero.model.policy import Completion, Picture, Policy
+from vzero.model.sampling import Sampling
+
+Side = Callable[[Turn], bool]
+"""Routes a turn to the reference policy (True) or the trained one (False); used by win-rate evaluation."""
+
+
+@dataclass(frozen=True)
+class TurnSample:
+    """One generated turn, exactly as sampled: training scores these ids, never re-encoded text."""
+
+    turn: Turn
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    """Generated ids, the EOS included when generation stopped by itself."""
+    truncated: bool
+    picture: Picture
+    """The picture the speaker saw (shared with the game's other turns, not copied)."""
+    text: str
+    """Decoded completion, for parsing and logs only."""
+    reference: bool = False
+    """True when the frozen reference policy produced it."""
+
+
+@dataclass
+class StageStats:
+    turns: int = 0
+    tokens: int = 0
+    """Generated tokens of this game in this stage."""
+    seconds: float = 0.0
+    """Wall time of the batched generate calls this game took part in (shared with the batch's other games)."""
+    truncated: int = 0
+
+
+@dataclass
+class RolloutTranscript(Transcript):
+    """A game's :class:`~vzero.game.Transcript` plus its token-level samples (aligned with ``turns``) and timings."""
+
+    samples: list[TurnSample] = field(default_factory=list)
+    stats: dict[str, StageStats] = field(default_factory=dict)
+
+
+class RolloutEngine:
+    """Plays batches of games with a :class:`~vzero.model.policy.Policy`.
+
+    Args:
+        policy: generates and tokenises; its ``max_batch_size`` bounds each ``generate`` call.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def play(
+        self,
+        pairs: Sequence[ImagePair],
+        config: GameConfig,
+        sampling: Sampling,
+        seeds: Sequence[int] | None = None,
+        baselines: RoleBaselines | None = None,
+        reference: Side | None = None,
+    ) -> list[RolloutTranscript]:
+        """Play one game per pair, all at once, and score them.
+
+        Args:
+            seeds: per-game seeds (they seat the spy); default ``0..B-1``.
+            baselines: role baselines folded in game order to fill ``clue_advantages``; None leaves them empty.
+            reference: which turns the reference policy plays; None means the trained policy plays everything.
+        """
+        seeds = list(range(len(pairs))) if seeds is None else list(seeds)
+        if len(seeds) != len(pairs):
+            raise ValueError(f"got {len(seeds)} seeds for {len(pairs)} pairs")
+        games = [
+            Game(config, p.domain, seed=s, meta=p.meta, has_modified=p.modified is not None, index=i)
+            for i, (p, s) in enumerate(zip(pairs, seeds))
+        ]
+        pictures = self._pictures(pairs, games)
+        samples: list[list[TurnSample]] = [[] for _ in games]
+        stats = [{"clue": StageStats(), "decision": StageStats()} for _ in games]
+
+        def respond(turns: Sequence[Turn]) -> list[str]:
+            texts: list[str | None] = [None] * len(turns)
+            for on_reference in (False, True):
+                idx = [i for i, t in enumerate(turns) if bool(reference and reference(t)) == on_reference]
+                if not idx:
+                    continue
+                group = [turns[i] for i in idx]
+                pics = [pictures[t.game][t.view] for t in group]
+                prompts = [self.policy.prompt_ids(t.messages, p) for t, p in zip(group, pics)]
+                comps, seconds = self._generate(prompts, pics, sampling.for_stage(group[0].stage), on_reference)
+                for i, t, prompt, pic, comp in zip(idx, group, prompts, pics, comps):
+                    text = self.policy.decode(comp.ids)
+                    texts[i] = text
+                    samples[t.game].append(TurnSample(t, prompt, comp.ids, comp.truncated, pic, text, on_reference))
+                    s = stats[t.game][t.stage]
+                    s.turns, s.tokens, s.truncated = s.turns + 1, s.tokens + len(comp.ids), s.truncated + comp.truncated
+                for g in {t.game for t in group}:
+                    stats[g][group[0].stage].seconds += seconds
+            return texts  # type: ignore[return-value]
+
+        play_games(games, respond)
+        out = []
+        for g, game in enumerate(games):
+            t = game.transcript(baselines)
+            order = {id(turn): k for k, turn in enumerate(t.turns)}
+            aligned = sorted(samples[g], key=lambda s: order[id(s.turn)])
+            out.append(RolloutTranscript(**vars(t), samples=aligned, stats=stats[g]))
+        return out
+
+    def _generate(
+        self, prompts: list[list[int]], pictures: list[Picture], sampling, on_reference: bool
+    ) -> tuple[list[Completion], float]:
+        if not on_reference:
+            return self.policy.generate(prompts, pictures, sampling)
+        with self.policy.reference():
+            return self.policy.generate(prompts, pictures, sampling)
+
+    def _pictures(self, pairs: Sequence[ImagePair], games: Sequence[Game]) -> list[dict[str, Picture]]:
+        """Preprocess every picture a game shows, once, in one batched call."""
+        wanted: list[tuple[int, str]] = []
+        images = []
+        for g, (pair, game) in enumerate(zip(pairs, games)):
+            for view in sorted(set(game.views)):
+                wanted.append((g, view))
+                image = {"original": pair.original, "modified": pair.modified}.get(view)
+                images.append(image or blank_like(pair.original))
+        start = time.perf_counter()
+        encoded = self.policy.pictures(images)
+        self.last_preprocess_seconds = time.perf_counter() - start
+        out: list[dict[str, Picture]] = [{} for _ in games]
+        for (g, view), pic in zip(wanted, encoded):
+            out[g][view] = pic
+        return out
