@@ -85,3 +85,28 @@ def test_logprobs_match_the_full_forward(random_policy):
         full = random_policy.model(**inputs.model_kwargs()).logits  # [B, T, V]
     full_logp = torch.log_softmax(full[:, -4:-1].float(), -1).gather(-1, inputs.input_ids[:, -3:, None])[..., 0]
     assert torch.allclose(logp, full_logp * inputs.completion_mask, atol=1e-5)
+
+
+def test_cached_vision_features_change_nothing(tiny_random_path):
+    from vzero.model import load_vlm
+
+    model, processor = load_vlm(tiny_random_path)  # LoRA on the language model: the vision tower is frozen
+    cached, uncached = Policy(model.eval(), processor), Policy(model, processor, cache_vision=False)
+    assert cached.cache_vision and not uncached.cache_vision
+    prompts, pics = prompts_and_pictures(cached, 3)
+    greedy = SamplingConfig(temperature=0, max_new_tokens=8)
+    a, _ = cached.generate(prompts, pics, greedy)
+    assert all(p.embeds is not None for p in pics)
+    b, _ = uncached.generate(prompts, pics, greedy)
+    assert [c.ids for c in a] == [c.ids for c in b]
+    with torch.no_grad():
+        la = cached.logprobs(cached.pack(prompts, pics, [c.ids for c in a]))
+        lb = uncached.logprobs(uncached.pack(prompts, pics, [c.ids for c in a]))
+    assert torch.allclose(la, lb, atol=1e-5)
+
+
+def test_a_trainable_vision_tower_is_never_cached(tiny_random_path):
+    from vzero.model import LoraSettings, load_vlm
+
+    model, processor = load_vlm(tiny_random_path, lora=LoraSettings(adapt_vision=True))
+    assert not Policy(model, processor).cache_vision

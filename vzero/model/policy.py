@@ -6,6 +6,10 @@ scores those same ids. Text is decoded only to parse and to log.
 Pictures are preprocessed once with the processor's own image processor and reused by every turn that shows them; a
 batch's pixel values are the concatenation of its pictures' patches, split per picture by the processor's image grid
 (``image_grid_thw``, or ``num_patches`` for tiling processors such as InternVL's).
+
+While the vision tower is frozen (the default: LoRA on the language model only), a picture's vision-encoder output is
+computed once and handed to the model as ``mm_encoder_outputs`` by every turn and every scoring pass that shows it, so
+a game's two pictures go through the vision tower once per rollout instead of once per turn.
 """
 
 from __future__ import annotations
@@ -13,15 +17,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vzero.model.sampling import SamplingConfig
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Picture:
     """One preprocessed picture."""
 
@@ -29,6 +34,8 @@ class Picture:
     grid: torch.Tensor | None  # [3] (t, h, w) for Qwen-VL processors; None for tiling processors
     placeholder: str
     """The expanded image-token text that stands for this picture in a prompt."""
+    embeds: torch.Tensor | None = field(default=None, repr=False)  # [n_visual_tokens, hidden]
+    """The frozen vision tower's output, filled on first use and shared by every pass that shows the picture."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +53,17 @@ class ModelInputs:
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor  # [B, T]
     mm_token_type_ids: torch.Tensor | None  # [B, T]
-    pixel_values: torch.Tensor  # [sum of patches, ...]
+    pixel_values: torch.Tensor | None  # [sum of patches, ...]; None when image_embeds are given
     image_grid_thw: torch.Tensor | None  # [B, 3]
     completion_mask: torch.Tensor  # [B, C]; 1 on the last len(completion) columns of each row
+    image_embeds: tuple[torch.Tensor, ...] | None = None  # per picture: [n_visual_tokens, hidden]
 
-    def model_kwargs(self) -> dict[str, torch.Tensor]:
-        kw = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "pixel_values": self.pixel_values}
+    def model_kwargs(self) -> dict:
+        kw = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.image_embeds is not None:
+            kw["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=self.image_embeds)}
+        else:
+            kw["pixel_values"] = self.pixel_values
         if self.image_grid_thw is not None:
             kw["image_grid_thw"] = self.image_grid_thw
         if self.mm_token_type_ids is not None:
@@ -60,6 +72,8 @@ class ModelInputs:
 
     def to(self, device: torch.device | str) -> ModelInputs:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        if self.image_embeds is not None:
+            moved["image_embeds"] = tuple(e.to(device) for e in self.image_embeds)
         return ModelInputs(**moved)
 
 
@@ -72,9 +86,19 @@ class Policy:
         reference: a frozen copy for full fine-tunes; None means the reference is ``model`` with its adapter disabled.
         max_batch_size: generation is chunked to at most this many sequences per call, to bound memory.
         synced_gpus: keep generation steps in lock-step across ranks (needed under FSDP).
+        cache_vision: reuse each picture's vision-tower output across passes; only takes effect while the vision tower
+            is frozen and un-adapted, and the model accepts ``mm_encoder_outputs``.
     """
 
-    def __init__(self, model, processor, reference=None, max_batch_size: int = 64, synced_gpus: bool = False) -> None:
+    def __init__(
+        self,
+        model,
+        processor,
+        reference=None,
+        max_batch_size: int = 64,
+        synced_gpus: bool = False,
+        cache_vision: bool = True,
+    ) -> None:
         self.model, self.processor, self.reference_model = model, processor, reference
         self.max_batch_size = max_batch_size
         self.synced_gpus = synced_gpus
@@ -88,6 +112,7 @@ class Policy:
         names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
         found = [getattr(processor, n, None) for n in names] + [getattr(config, n, None) for n in names]
         self.suppress_ids = sorted({i for i in found if isinstance(i, int)})
+        self.cache_vision = cache_vision and _vision_frozen(model) and _accepts_encoder_outputs(model)
         self._on_reference = False
 
     @property
@@ -160,14 +185,28 @@ class Policy:
         if self._uses_mm_types:
             mm = torch.tensor(self.processor.create_mm_token_type_ids(ids.tolist()), dtype=torch.long)  # [B, T]
         grids = [p.grid for p in pictures]
+        embeds = self._embeds(pictures) if self.cache_vision else None
         return ModelInputs(
             input_ids=ids,
             attention_mask=mask,
             mm_token_type_ids=mm,
-            pixel_values=torch.cat([p.pixel_values for p in pictures]),
+            pixel_values=None if embeds else torch.cat([p.pixel_values for p in pictures]),
             image_grid_thw=None if grids[0] is None else torch.stack(grids),
             completion_mask=c_mask,
+            image_embeds=embeds,
         )
+
+    @torch.no_grad()
+    def _embeds(self, pictures: Sequence[Picture]) -> tuple[torch.Tensor, ...]:
+        """Each picture's vision-tower output, computing the missing ones in one batched call."""
+        missing = list({id(p): p for p in pictures if p.embeds is None}.values())
+        if missing:
+            pixels = torch.cat([p.pixel_values for p in missing]).to(self.device)
+            grids = torch.stack([p.grid for p in missing]).to(self.device) if missing[0].grid is not None else None
+            out = self.model.get_image_features(pixel_values=pixels, image_grid_thw=grids, return_dict=True)
+            for p, e in zip(missing, out.pooler_output):
+                p.embeds = e.detach()
+        return tuple(p.embeds for p in pictures)
 
     # ---- generation and scoring -----------------------------------------------------------------------------------
 
@@ -213,3 +252,14 @@ class Policy:
         targets = inputs.input_ids[:, -c:]  # [B, C]
         logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, C]
         return logp * inputs.completion_mask
+
+
+def _vision_frozen(model) -> bool:
+    from vzero.model.load import is_vision
+
+    return not any(p.requires_grad for n, p in model.named_parameters() if is_vision(n))
+
+
+def _accepts_encoder_outputs(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return callable(getattr(base, "_supports_mm_encoder_outputs", None)) and base._supports_mm_encoder_outputs()

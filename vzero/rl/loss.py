@@ -1,0 +1,133 @@
+"""The KL-regularised policy-gradient objective of both stages (VISION_ZERO.md §3), as pure tensor functions.
+
+Per token: PPO-clip with ε, plus τ times the k3 estimate of KL(π || π_ref). The stage mask ``m_t`` enters as a weight
+per sequence, so ``L_t = m_t L_clue + (1 - m_t) L_dec`` without ever mixing the two stages' gradients.
+
+Aggregation over tokens, for a batch scored in micro-batches with gradient accumulation:
+
+- ``token_mean``: every token of the whole batch weighs the same (DAPO-style);
+- ``sequence_mean``: each sequence's tokens are averaged first, then sequences (GRPO as written).
+
+Either way a micro-batch's loss is a *sum* divided by a normaliser computed once for the whole batch, so accumulating
+micro-batches gives exactly the full-batch loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Aggregation = Literal["token_mean", "sequence_mean"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The policy-gradient loss."""
+
+    clip_eps: float = 0.2
+    """ε of PPO-clip: the ratio π/π_old is clipped to [1 - ε, 1 + ε]."""
+    kl_coef: float = 0.04
+    """τ of Eq. 3 and 6: weight of the k3 KL estimate against the reference policy."""
+    aggregation: Aggregation = "token_mean"
+    ppo_epochs: int = 1
+    """Passes over each rollout batch; with 1 the ratio is exactly 1 and clipping never binds."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward pass; gradients accumulate within a step."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm; 0 turns it off."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.clip_eps < 1:
+            raise ValueError(f"loss.clip_eps must be in (0, 1), got {self.clip_eps}")
+        if self.kl_coef < 0:
+            raise ValueError(f"loss.kl_coef must be >= 0, got {self.kl_coef}")
+        if self.aggregation not in ("token_mean", "sequence_mean"):
+            raise ValueError(f"loss.aggregation must be 'token_mean' or 'sequence_mean', got {self.aggregation!r}")
+        if self.ppo_epochs < 1:
+            raise ValueError(f"loss.ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        if self.micro_batch_size < 1:
+            raise ValueError(f"loss.micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"loss.max_grad_norm must be >= 0, got {self.max_grad_norm}")
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(π || π_ref): ``exp(ref - logp) - (ref - logp) - 1`` (≥ 0, 0 where they agree)."""
+    delta = ref_logp - logp  # [B, T]
+    return torch.exp(delta) - delta - 1  # [B, T]
+
+
+def ppo_clip(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token PPO-clip loss (to minimise) and a mask of tokens where clipping was active.
+
+    Args:
+        logp: [B, T] log-probs under the policy being trained.
+        old_logp: [B, T] log-probs under the policy that sampled the tokens.
+        advantages: [B] one advantage per sequence.
+    """
+    ratio = torch.exp(logp - old_logp)  # [B, T]
+    adv = advantages[:, None]  # [B, 1]
+    unclipped = ratio * adv  # [B, T]
+    clipped = ratio.clamp(1 - eps, 1 + eps) * adv  # [B, T]
+    loss = -torch.minimum(unclipped, clipped)  # [B, T]
+    return loss, (clipped < unclipped).float()  # [B, T], [B, T]
+
+
+def normalizer(mask: torch.Tensor, weights: torch.Tensor, aggregation: Aggregation) -> torch.Tensor:
+    """The denominator of the whole batch: its weighted token count, or its weighted sequence count.
+
+    Args:
+        mask: [B, T] 1 on completion tokens.
+        weights: [B] per-sequence weight (the stage mask).
+    """
+    if aggregation == "token_mean":
+        return (mask.sum(-1) * weights).sum().clamp_min(1.0)  # []
+    return weights.sum().clamp_min(1.0)  # []
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, aggregation: Aggregation):
+    """Sum of a per-token quantity over a (micro-)batch, shaped for :func:`normalizer`'s denominator.
+
+    Args:
+        per_token: [B, T]; mask: [B, T]; weights: [B].
+    """
+    masked = per_token * mask  # [B, T]
+    if aggregation == "token_mean":
+        return (masked.sum(-1) * weights).sum()  # []
+    per_seq = masked.sum(-1) / mask.sum(-1).clamp_min(1.0)  # [B]
+    return (per_seq * weights).sum()  # []
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor,
+    norm: torch.Tensor,
+    config: LossConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The micro-batch's share of the step loss: ``(Σ pg + τ Σ kl) / norm``, and detached statistics.
+
+    Args:
+        logp, old_logp, ref_logp: [B, T] per-token log-probs (current, sampling, reference).
+        advantages: [B]; mask: [B, T]; weights: [B] stage mask (1 trains the sequence, 0 ignores it).
+        norm: the whole batch's :func:`normalizer`.
+    """
+    pg, clipped = ppo_clip(logp, old_logp, advantages, config.clip_eps)  # [B, T], [B, T]
+    kl = k3_kl(logp, ref_logp)  # [B, T]
+    agg = config.aggregation
+    pg_sum = aggregate(pg, mask, weights, agg)  # []
+    kl_sum = aggregate(kl, mask, weights, agg)  # []
+    loss = (pg_sum + config.kl_coef * kl_sum) / norm  # []
+    stats = {
+        "pg": pg_sum.detach() / norm,
+        "kl": kl_sum.detach() / norm,
+        "clip_frac": aggregate(clipped, mask, weights, agg).detach() / norm,
+    }
+    return loss, stats
