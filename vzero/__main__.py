@@ -7,6 +7,8 @@ import sys
 USAGE = """usage: vzero <command> [options]
 
 commands:
+  fit        train a model by self-play (Iterative-SPO); e.g. vzero fit --config configs/tiny.yaml
+  validate   play the model against its frozen reference and log the win rate
   pairs      write procedural image pairs (clevr, chart) to a folder
 Run `vzero <command> --help` for a command's options."""
 
@@ -20,7 +22,16 @@ def _pairs(argv: list[str]) -> None:
     print(f"wrote {manifest}")
 
 
-COMMANDS = {"pairs": _pairs}
+def _lightning(command: str):
+    def run(argv: list[str]) -> None:
+        from vzero.cli.train import main
+
+        main([command, *argv])
+
+    return run
+
+
+COMMANDS = {"fit": _lightning("fit"), "validate": _lightning("validate"), "pairs": _pairs}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,7 +32,8 @@ class LoraSettings:
     """Rank."""
     alpha: int = 32
     """Scaling numerator: the update is scaled by ``alpha / r``."""
-    dropout: float = 0.05
+    dropout: float = 0.0
+    """Off by default: dropout would make the policy that samples differ from the one that is scored."""
     target_modules: list[str] | None = None
     """Module-name suffixes to adapt (e.g. ``["q_proj", "v_proj"]``); None means every language-model linear layer."""
     adapt_vision: bool = False

@@ -8,7 +8,7 @@ their game's votes (Eq. 5).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +31,8 @@ class TrainBatch:
     roles: list[str]
     """``civilian``, ``spy`` or ``observer``, per sample."""
     transcripts: list[RolloutTranscript]
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent producing the batch (``rollout``, ``pairs``), filled by the data module."""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -47,6 +49,7 @@ class TrainBatch:
             truncated=self.truncated[index],
             roles=[self.roles[i] for i in ids],
             transcripts=self.transcripts,
+            timings=self.timings,
         )
 
 

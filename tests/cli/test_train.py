@@ -1,0 +1,144 @@
+"""`vzero fit` / `vzero validate` end to end on the tiny model, and every YAML under configs/ and experiments/."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from vzero.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+YAMLS = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("experiments/**/*.yaml")])
+# A few games per step and per evaluation: the same code paths as the real config, in seconds.
+FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
+REQUIRED_METRICS = {
+    "stage",
+    "decision/acc",
+    "decision/na_rate",
+    "decision/invalid_rate",
+    "clue/invalid_rate",
+    "reward/spy",
+    "reward/civilian",
+    "reward/decision",
+    "rae/b_spy",
+    "rae/b_civ",
+    "loss/pg",
+    "loss/kl",
+    "loss/clip_frac",
+    "grad_norm",
+    "len/clue",
+    "len/decision",
+    "len/truncated_frac",
+    "timing_s/rollout",
+    "timing_s/ref",
+    "timing_s/update",
+    "perf/gen_tokens_per_s",
+    "eval/win_rate",
+    "eval/win_rate_civilian",
+    "eval/win_rate_spy",
+    "eval/decision_acc",
+    "eval/na_rate",
+    "eval/len_clue",
+    "eval/len_decision",
+}
+
+
+def runs(experiment: str):
+    mlflow.set_tracking_uri(f"sqlite:///{Path('mlruns/mlflow.db').resolve()}")
+    exp = mlflow.get_experiment_by_name(experiment)
+    return mlflow.search_runs([exp.experiment_id], output_format="list") if exp else []
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=[str(p.relative_to(ROOT)) for p in YAMLS])
+def test_every_yaml_parses(path, capsys):
+    configs = ["--config", TINY] if path.parent.name == "ablation" else []
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *configs, "--config", str(path), "--print_config"])
+    assert e.value.code == 0
+    assert "model:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["--model.loss.clip_epss", "0.1"], "clip_epss"),
+        (["--data.games_per_step", "many"], "data.games_per_step"),
+        (["--phases.acc_high", "1.5"], "phases.acc_high"),
+        (["--phases.na_low", "-0.1"], "phases.na_low"),
+        (["--eval.every_n_steps", "ten"], "eval.every_n_steps"),
+    ],
+)
+def test_bad_config_fails_at_parse_time_naming_the_key(args, key, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", TINY, *args, "--print_config"])
+    assert e.value.code != 0
+    assert key in capsys.readouterr().err
+
+
+def test_fit_writes_an_mlflow_run_with_every_metric(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", TINY, *FAST, "--trainer.max_steps", "3", "--run_name", "smoke"])
+    (run,) = runs("vzero-tiny")
+    assert run.info.status == "FINISHED" and run.info.run_name == "smoke"
+    assert REQUIRED_METRICS <= set(run.data.metrics), REQUIRED_METRICS - set(run.data.metrics)
+    assert {run.data.tags[k] for k in ("mode", "domain", "model")} == {"iterative", "clevr", "tiny"}
+    assert run.data.params["model.loss.kl_coef"] == "0.04" and run.data.params["data.games_per_step"] == "2"
+    client = mlflow.tracking.MlflowClient()
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+    history = client.get_metric_history(run.info.run_id, "eval/win_rate")
+    assert [m.step for m in history] == [2, 3]  # every 2 steps, and at the end
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/pg")] == [0, 1, 2]
+
+
+def test_checkpoints_hold_the_adapter_not_the_base_and_resume(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["fit", "--config", TINY, *FAST, "--checkpoint.every_n_train_steps", "1", "--eval.every_n_steps", "0"]
+    main([*common, "--trainer.max_steps", "2"])
+    ckpt = torch.load(tmp_path / "checkpoints/tiny/last.ckpt", weights_only=False)
+    assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])
+    assert ckpt["GameRolloutDataModule"]["position"] == 2
+    assert set(ckpt["callbacks"]) >= {"IterativeSPO", "WinRateEvaluation"}
+    assert ckpt["optimizer_states"] and ckpt["lr_schedulers"]
+    size = (tmp_path / "checkpoints/tiny/last.ckpt").stat().st_size
+    base = sum(f.stat().st_size for f in Path(tiny_path).glob("*.safetensors"))
+    assert size < base / 2, (size, base)
+
+    main([*common, "--trainer.max_steps", "4", "--ckpt_path", "last"])
+    resumed = torch.load(tmp_path / "checkpoints/tiny/last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 4
+    assert resumed["GameRolloutDataModule"]["position"] == 4  # new games, not a replay of steps 0-1
+    assert resumed["callbacks"]["IterativeSPO"]["phase"]["dwell"] == 4
+
+
+@pytest.mark.parametrize("overlay", ["iterative", "pure_clue", "pure_decision"])
+def test_ablation_overlays_run(overlay, tiny_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "fit",
+            "--config",
+            TINY,
+            "--config",
+            str(ROOT / f"experiments/ablation/{overlay}.yaml"),
+            *FAST,
+            "--trainer.max_steps",
+            "2",
+        ]
+    )
+    (run,) = runs("vzero-ablation")
+    assert run.info.run_name == overlay
+    assert (
+        run.data.tags["mode"] == {"iterative": "iterative", "pure_clue": "clue", "pure_decision": "decision"}[overlay]
+    )
+    assert run.data.metrics["stage"] == {"iterative": 0.0, "pure_clue": 1.0, "pure_decision": 0.0}[overlay]
+
+
+def test_validate_logs_a_win_rate(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["validate", "--config", TINY, *FAST, "--run_name", "check"])
+    (run,) = runs("vzero-tiny")
+    # No training happened: the policy is its own reference, so the two halves mirror each other exactly.
+    assert run.data.metrics["eval/win_rate"] == 0.5
+    assert run.data.metrics["eval/win_rate_civilian"] + run.data.metrics["eval/win_rate_spy"] == pytest.approx(1.0)

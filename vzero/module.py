@@ -1,0 +1,236 @@
+"""``VisionZeroModule``: one Iterative-SPO update per training step, with manual optimisation.
+
+A step pulls a freshly played batch, keeps the active stage's samples (clue samples in the CLUE stage, votes in the
+DECISION stage), scores their stored tokens under the reference policy (adapter off), then runs ``ppo_epochs`` passes
+of PPO-clip + τ·k3 over micro-batches with gradient accumulation, clipping and one optimizer step per pass. The stage is
+decided by the :class:`~vzero.callbacks.IterativeSPO` callback; the module only reads it.
+
+Departure from the reference release: it re-tokenises decoded text and never trains the EOS token; here the sampled
+ids, EOS included, are scored. With ``ppo_epochs=1`` the sampling policy's log-probs equal the current ones exactly, so
+the old-policy pass is skipped and the ratio is 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torchmetrics import MeanMetric, MetricCollection
+
+from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm, reference_copy
+from vzero.rl.loss import LossConfig, policy_loss
+from vzero.rl.phases import CLUE, DECISION
+from vzero.rl.schedule import WarmupCosine
+from vzero.rollout import TrainBatch
+from vzero.rollout.metrics import ROLLOUT_KEYS, rollout_metrics
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["iterative", "clue", "decision", "both"]
+MODES = ("iterative", "clue", "decision", "both")
+
+
+class VisionZeroModule(L.LightningModule):
+    """Trains a VLM by self-play on "Who is the Spy?".
+
+    Args:
+        model: which model to load, and how (LoRA, quantisation, dtype, ...).
+        loss: PPO-clip, KL, aggregation, micro-batching and clipping settings.
+        mode: ``iterative`` (the paper: the stage callback alternates), ``clue`` (pure self-play: only clue samples
+            train), ``decision`` (pure RLVR: only votes train) or ``both`` (every sample, every step).
+        optimizer: the optimizer over the trainable parameters.
+        schedule: learning-rate schedule over ``trainer.max_steps`` optimizer steps; None keeps the rate constant.
+        max_batch_size: the most sequences per ``generate`` call.
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig | None = None,
+        loss: LossConfig | None = None,
+        mode: Mode = "iterative",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        schedule: WarmupCosine | None = None,
+        max_batch_size: int = 64,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"model.mode must be one of {MODES}, got {mode!r}")
+        self.model_config = model or ModelConfig()
+        self.loss_config = loss or LossConfig()
+        self.mode = mode
+        self.optimizer_factory = optimizer
+        self.schedule = schedule if schedule is not None else WarmupCosine()
+        self.max_batch_size = max_batch_size
+        self.automatic_optimization = False
+        self.strict_loading = False  # checkpoints hold trainable weights only (see on_save_checkpoint)
+        self.stage = DECISION
+        """The active stage; the IterativeSPO callback sets it before each step in ``iterative`` mode."""
+        self.net: torch.nn.Module | None = None
+        self.policy: Policy | None = None
+        self.rollout_stats = MetricCollection({k.replace("/", "__"): MeanMetric() for k in ROLLOUT_KEYS})
+
+    # ---- model -----------------------------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        if self.net is not None:
+            return
+        self.net, processor = load_vlm(self.model_config)
+        reference = None if self.model_config.lora is not None else reference_copy(self.net)
+        if reference is not None:
+            reference.to(self.device)
+        synced = self.trainer.world_size > 1 if self._trainer is not None else False
+        # The policy is a plain attribute, not a submodule: the reference copy must stay out of state_dict.
+        self.__dict__["policy"] = Policy(
+            self.net, processor, reference=reference, max_batch_size=self.max_batch_size, synced_gpus=synced
+        )
+
+    def on_fit_start(self) -> None:
+        self._attach()
+
+    def on_validation_start(self) -> None:
+        self._attach()
+
+    def _attach(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "attach"):
+            datamodule.attach(self.policy)
+
+    def configure_optimizers(self):
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters: set model.lora or train the full model")
+        optimizer = self.optimizer_factory(params)
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1000
+        return {"optimizer": optimizer, "lr_scheduler": self.schedule.build(optimizer, total)}
+
+    # ---- training --------------------------------------------------------------------------------------------------
+
+    def stage_weights(self, stage: torch.Tensor) -> torch.Tensor:
+        """Per-sample weight of the loss: ``m_t`` for clue samples and ``1 - m_t`` for votes. [N] -> [N]"""
+        if self.mode == "both":
+            return torch.ones_like(stage, dtype=torch.float32)
+        active = {"clue": CLUE, "decision": DECISION}.get(self.mode, self.stage)
+        return (stage == active).float()
+
+    @property
+    def active_stage(self) -> float:
+        """What ``stage`` logs: 0 = decision, 1 = clue, 0.5 = both."""
+        return {"clue": CLUE, "decision": DECISION, "both": 0.5}.get(self.mode, self.stage)
+
+    def training_step(self, dataloader_iter: Iterator) -> dict:
+        batch: TrainBatch = next(dataloader_iter)[0]
+        train = batch.select(self.stage_weights(batch.stage).nonzero().flatten())
+        start = time.perf_counter()
+        ref_logps = self._score(train, reference=True)
+        old_logps = self._score(train, reference=False) if self.loss_config.ppo_epochs > 1 else None
+        ref_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        update = self._update(train, ref_logps, old_logps) if len(train) else {}
+        update_seconds = time.perf_counter() - start
+
+        rollout = self._rollout_means(batch)
+        logged = {
+            **rollout,
+            **update,
+            "stage": float(self.active_stage),
+            "train/samples": float(len(train)),
+            "timing_s/rollout": batch.timings.get("rollout", 0.0),
+            "timing_s/ref": ref_seconds,
+            "timing_s/update": update_seconds,
+        }
+        progress = {"stage", "decision/acc"}
+        self.log_dict({k: v for k, v in logged.items() if k not in progress}, on_step=True, batch_size=len(batch))
+        self.log_dict({k: logged[k] for k in progress}, on_step=True, prog_bar=True, batch_size=len(batch))
+        votes = sum(len(t.votes) for t in batch.transcripts)
+        acc = sum(v == t.spy for t in batch.transcripts for v in t.votes)
+        na = sum(v == "n/a" for t in batch.transcripts for v in t.votes)
+        # Raw counts of this rank: the stage callback sums them over ranks, so every rank switches on the same step.
+        return {"votes": float(votes), "correct": float(acc), "na": float(na)}
+
+    def _rollout_means(self, batch: TrainBatch) -> dict[str, float]:
+        """Weighted means of the rollout statistics, reduced over ranks by torchmetrics."""
+        out = {}
+        for name, (value, weight) in rollout_metrics(batch).items():
+            metric = self.rollout_stats[name.replace("/", "__")]
+            metric.update(torch.tensor(value, device=self.device), torch.tensor(weight, device=self.device))
+            out[name] = float(torch.nan_to_num(metric.compute()))  # NaN when no rank had any (e.g. no votes)
+            metric.reset()
+        return out
+
+    def _micro_batches(self, batch: TrainBatch):
+        size = self.loss_config.micro_batch_size
+        for lo in range(0, len(batch), size):
+            yield lo, batch.samples[lo : lo + size]
+
+    def _inputs(self, samples):
+        return self.policy.pack(
+            [s.prompt_ids for s in samples], [s.picture for s in samples], [s.completion_ids for s in samples]
+        )
+
+    @torch.no_grad()
+    def _score(self, batch: TrainBatch, reference: bool) -> list[torch.Tensor]:
+        """Log-probs of the stored tokens, per micro-batch: [b, C] each."""
+        out = []
+        for _, samples in self._micro_batches(batch):
+            if reference:
+                with self.policy.reference():
+                    out.append(self.policy.logprobs(self._inputs(samples)))
+            else:
+                out.append(self.policy.logprobs(self._inputs(samples)))
+        return out
+
+    def _update(self, batch: TrainBatch, ref_logps, old_logps) -> dict[str, float]:
+        """``ppo_epochs`` optimizer steps over the batch, accumulating micro-batch gradients within each."""
+        cfg = self.loss_config
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        # One denominator for the whole batch, so the accumulated micro-batch losses equal the full-batch loss.
+        tokens = sum(len(s.completion_ids) for s in batch.samples)
+        norm = torch.tensor(float(tokens if cfg.aggregation == "token_mean" else len(batch)), device=self.device)
+        totals = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0}
+        grad_norm = torch.tensor(0.0)
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        for _ in range(cfg.ppo_epochs):
+            for k, (lo, samples) in enumerate(self._micro_batches(batch)):
+                inputs = self._inputs(samples)
+                logp = self.policy.logprobs(inputs)  # [b, C]
+                mask = inputs.completion_mask.to(logp.device)  # [b, C]
+                old = logp.detach() if old_logps is None else old_logps[k]  # [b, C]
+                adv = batch.advantage[lo : lo + len(samples)].to(logp.device)  # [b]
+                weights = torch.ones(len(samples), device=logp.device)  # [b]: the batch holds active samples only
+                loss, parts = policy_loss(logp, old, ref_logps[k], adv, mask, weights, norm, cfg)
+                self.manual_backward(loss)
+                for name in ("pg", "kl", "clip_frac"):
+                    totals[f"loss/{name}"] += parts[name].item() / cfg.ppo_epochs
+            if cfg.max_grad_norm > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+        return {**totals, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0]}
+
+    def validation_step(self, batch, batch_idx) -> None:
+        """Nothing: evaluation is the WinRateEvaluation callback's, at the end of the validation epoch."""
+
+    # ---- checkpoints -----------------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Only what training changes: the adapter (or every weight in a full fine-tune), never the frozen base.
+        trainable = {f"net.{n}" for n, p in self.net.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {f"net.{n}" for n, p in self.net.named_parameters() if p.requires_grad}
+        missing = trainable - set(checkpoint["state_dict"])
+        if missing:
+            raise KeyError(
+                f"the checkpoint lacks {len(missing)} trainable weights (e.g. {sorted(missing)[0]}): "
+                "was it written with a different model.lora setting?"
+            )
+
+
+__all__ = ["LoraSettings", "MODES", "VisionZeroModule"]

@@ -1,0 +1,34 @@
+"""Learning-rate schedules, configurable from YAML."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class WarmupCosine:
+    """Linear warm-up over the first ``warmup`` fraction of the steps, then a cosine decay to ``min_ratio`` × lr.
+
+    Args:
+        warmup: fraction of the steps spent warming up (the paper uses 10%).
+        min_ratio: the final learning rate, as a fraction of the peak.
+    """
+
+    def __init__(self, warmup: float = 0.1, min_ratio: float = 0.0) -> None:
+        if not 0 <= warmup < 1:
+            raise ValueError(f"schedule.warmup must be in [0, 1), got {warmup}")
+        if not 0 <= min_ratio <= 1:
+            raise ValueError(f"schedule.min_ratio must be in [0, 1], got {min_ratio}")
+        self.warmup, self.min_ratio = warmup, min_ratio
+
+    def factor(self, step: int, total: int) -> float:
+        """The multiplier of the peak rate at optimizer step ``step`` (0-based) of ``total``."""
+        warm = int(self.warmup * total)
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self.factor(s, total_steps))
