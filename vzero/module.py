@@ -20,9 +20,11 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torchmetrics import MeanMetric, MetricCollection
 
 from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm, reference_copy
+from vzero.model.shard import shard_model
 from vzero.rl.loss import LossConfig, policy_loss
 from vzero.rl.phases import CLUE, DECISION
 from vzero.rl.schedule import WarmupCosine
@@ -83,10 +85,18 @@ class VisionZeroModule(L.LightningModule):
         reference = None if self.model_config.lora is not None else reference_copy(self.net)
         if reference is not None:
             reference.to(self.device)
-        synced = self.trainer.world_size > 1 if self._trainer is not None else False
+        sharded = self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
+        if sharded:
+            shard_model(self.net, self.device_mesh["data_parallel"])
+        distributed = self._trainer is not None and self.trainer.world_size > 1
         # The policy is a plain attribute, not a submodule: the reference copy must stay out of state_dict.
         self.__dict__["policy"] = Policy(
-            self.net, processor, reference=reference, max_batch_size=self.max_batch_size, synced_gpus=synced
+            self.net,
+            processor,
+            reference=reference,
+            max_batch_size=self.max_batch_size,
+            synced_gpus=distributed,  # ranks whose sequences end early keep stepping, so collectives line up
+            cache_vision=not sharded,  # sharded weights are only gathered inside forward and generate
         )
 
     def on_fit_start(self) -> None:

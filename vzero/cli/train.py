@@ -14,6 +14,7 @@ domain and model, with the flattened config as params and the resolved config fi
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -78,7 +79,7 @@ class VZeroCLI(LightningCLI):
             GameRolloutDataModule,
             save_config_callback=LogConfigToMLflow,
             save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
-            trainer_defaults={"log_every_n_steps": 1, "num_sanity_val_steps": 0, "callbacks": [GameProgressBar()]},
+            trainer_defaults={"log_every_n_steps": 1, "num_sanity_val_steps": 0},
             parser_kwargs={"description": "vzero: train a VLM by self-play on 'Who is the Spy?'"},
             args=args,
             run=run,
@@ -100,6 +101,8 @@ class VZeroCLI(LightningCLI):
         )
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
+        if config.get("enable_progress_bar") is not False:  # off e.g. on a cluster, where logs are files
+            callbacks = [*callbacks, GameProgressBar()]
         if config.get("logger") in (None, True):
             cfg = self.config[self.subcommand]
             mode = cfg.model.mode
@@ -114,6 +117,16 @@ class VZeroCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+def _log_to_console() -> None:
+    """Stage switches, win rates and the tiny model's one-time build are worth seeing as they happen."""
+    logger = logging.getLogger("vzero")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[vzero] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def _domain(datamodule: GameRolloutDataModule) -> str:
     try:
         return datamodule.pairs[0].domain
@@ -123,5 +136,7 @@ def _domain(datamodule: GameRolloutDataModule) -> str:
 
 def main(args: list[str]) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.argv = sys.argv[:1]  # the arguments arrive in ``args``; LightningCLI warns if it sees them twice
-    VZeroCLI(args=args)
+    _log_to_console()
+    # From the shell, LightningCLI reads sys.argv itself (its multi-process launchers re-run that command line);
+    # from Python, the arguments come in ``args``.
+    VZeroCLI(args=None if args == sys.argv[1:] else args)
