@@ -91,9 +91,11 @@ def test_state_round_trip_continues_identically():
     assert b.state_dict() == a.state_dict()
 
 
-def test_baselines_reach_the_data_module():
-    cb = IterativeSPO(alpha=0.9)
-    datamodule = SimpleNamespace(baselines=None)
+def test_baselines_are_shared_with_the_data_module():
+    from vzero.game import GameConfig
+
+    cb = IterativeSPO()
+    datamodule = SimpleNamespace(baselines=None, game=GameConfig(alpha=0.9))
     cb.setup(SimpleNamespace(datamodule=datamodule), None, "fit")
     assert datamodule.baselines is cb.baselines and cb.baselines.alpha == 0.9
 

@@ -23,9 +23,26 @@ trainer:
 def test_fsdp2_on_two_processes_trains_evaluates_and_checkpoints(tiny_random_path, tmp_path):
     (tmp_path / "fsdp.yaml").write_text(STRATEGY)
     command = [
-        sys.executable, "-m", "vzero", "fit", "--config", str(ROOT / "configs/tiny.yaml"), "--config", "fsdp.yaml",
-        "--model.model.name_or_path", "tiny-random", "--trainer.max_steps", "2", "--data.games_per_step", "2",
-        "--eval.games", "4", "--eval.every_n_steps", "0", "--trainer.enable_progress_bar", "false",
+        sys.executable,
+        "-m",
+        "vzero",
+        "fit",
+        "--config",
+        str(ROOT / "configs/tiny.yaml"),
+        "--config",
+        "fsdp.yaml",
+        "--model.model.name_or_path",
+        "tiny-random",
+        "--trainer.max_steps",
+        "2",
+        "--data.games_per_step",
+        "2",
+        "--eval.games",
+        "4",
+        "--eval.every_n_steps",
+        "0",
+        "--trainer.enable_progress_bar",
+        "false",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

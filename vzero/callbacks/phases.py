@@ -38,7 +38,8 @@ class IterativeSPO(L.Callback):
         monitor_mode: ``max`` if larger is better, else ``min``.
         min_delta: the least change that counts as an improvement of ``monitor``.
         monitor_patience: checks of ``monitor`` without improvement before switching.
-        alpha: EMA decay of the role baselines (Eq. 2; the reference release uses 0.9).
+
+    The role baselines take their EMA decay from the data module's ``game.alpha``.
     """
 
     def __init__(
@@ -55,7 +56,6 @@ class IterativeSPO(L.Callback):
         monitor_mode: Literal["max", "min"] = "max",
         min_delta: NonNegativeFloat = 0.0,
         monitor_patience: PositiveInt = 3,
-        alpha: ClosedUnitInterval = 0.95,
     ) -> None:
         if start not in ("decision", "clue"):
             raise ValueError(f"phases.start must be 'decision' or 'clue', got {start!r}")
@@ -66,14 +66,16 @@ class IterativeSPO(L.Callback):
         self.monitor = monitor
         self.plateau = Plateau(monitor_mode, min_delta, monitor_patience)
         self.plateau_pending = False
-        self.baselines = RoleBaselines(alpha)
+        self.baselines = RoleBaselines()
         self.switches: list[dict] = []
         self._seen_evaluations = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "baselines"):
-            datamodule.baselines = self.baselines  # the data module folds games into the object checkpointed here
+            # One object: the data module folds games into it, this callback syncs and checkpoints it.
+            self.baselines = RoleBaselines(datamodule.game.alpha)
+            datamodule.baselines = self.baselines
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         pl_module.stage = self.state.stage
