@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -28,8 +29,19 @@ import torch
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
-"""Bump when the recipe changes, so that stale caches are rebuilt rather than reused."""
+_RANDOM_RECIPE = ("model/tiny.py", "game/prompts.py", "data/pairs/clevr.py")
+_PRETRAINED_RECIPE = (*_RANDOM_RECIPE, "model/pretrain.py", "model/policy.py")
+
+
+def recipe_fingerprint(parts: tuple[str, ...] = _PRETRAINED_RECIPE) -> str:
+    """A hash of the code that decides what a cached model contains (the builder, the prompts its tokenizer is trained
+    on, the renderer, the pretraining stage), so that a changed recipe is rebuilt rather than a stale cache reused."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update((root / part).read_bytes())
+    return digest.hexdigest()[:10]
+
 SPECIAL_TOKENS = (
     "<|endoftext|>",
     "<|im_start|>",
@@ -78,14 +90,15 @@ def resolve(name_or_path: str) -> str:
 
 
 def ensure_random(seed: int = 0) -> Path:
-    return _ensure(cache_dir() / f"tiny-random-v{VERSION}", lambda out: build_random(out, seed))
+    path = cache_dir() / f"tiny-random-{recipe_fingerprint(_RANDOM_RECIPE)}"
+    return _ensure(path, lambda out: build_random(out, seed))
 
 
 def ensure_pretrained() -> Path:
     from vzero.model.pretrain import pretrain
 
     source = ensure_random()
-    return _ensure(cache_dir() / f"tiny-v{VERSION}", lambda out: pretrain(source, out))
+    return _ensure(cache_dir() / f"tiny-{recipe_fingerprint()}", lambda out: pretrain(source, out))
 
 
 def _ensure(path: Path, build) -> Path:
