@@ -19,6 +19,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from jsonargparse import lazy_instance
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torchmetrics import MeanMetric, MetricCollection
@@ -56,7 +57,7 @@ class VisionZeroModule(L.LightningModule):
         loss: LossConfig | None = None,
         mode: Mode = "iterative",
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        schedule: WarmupCosine | None = None,
+        schedule: WarmupCosine | None = lazy_instance(WarmupCosine),
         max_batch_size: int = 64,
     ) -> None:
         super().__init__()
@@ -66,7 +67,7 @@ class VisionZeroModule(L.LightningModule):
         self.loss_config = loss or LossConfig()
         self.mode = mode
         self.optimizer_factory = optimizer
-        self.schedule = schedule if schedule is not None else WarmupCosine()
+        self.schedule = schedule
         self.max_batch_size = max_batch_size
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold trainable weights only (see on_save_checkpoint)
@@ -83,8 +84,6 @@ class VisionZeroModule(L.LightningModule):
             return
         self.net, processor = load_vlm(self.model_config)
         reference = None if self.model_config.lora is not None else reference_copy(self.net)
-        if reference is not None:
-            reference.to(self.device)
         sharded = self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
         if sharded:
             shard_model(self.net, self.device_mesh["data_parallel"])
@@ -106,6 +105,8 @@ class VisionZeroModule(L.LightningModule):
         self._attach()
 
     def _attach(self) -> None:
+        if self.policy.reference_model is not None:  # not a submodule, so Lightning does not move it
+            self.policy.reference_model.to(self.device)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "attach"):
             datamodule.attach(self.policy)
@@ -115,8 +116,11 @@ class VisionZeroModule(L.LightningModule):
         if not params:
             raise ValueError("the model has no trainable parameters: set model.lora or train the full model")
         optimizer = self.optimizer_factory(params)
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1000
-        return {"optimizer": optimizer, "lr_scheduler": self.schedule.build(optimizer, total)}
+        if self.schedule is None:
+            return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)}
+        if not self.trainer.max_steps or self.trainer.max_steps < 0:
+            raise ValueError("model.schedule needs trainer.max_steps (the number of optimizer steps) to be set")
+        return {"optimizer": optimizer, "lr_scheduler": self.schedule.build(optimizer, self.trainer.max_steps)}
 
     # ---- training --------------------------------------------------------------------------------------------------
 
