@@ -42,6 +42,7 @@ def recipe_fingerprint(parts: tuple[str, ...] = _PRETRAINED_RECIPE) -> str:
         digest.update((root / part).read_bytes())
     return digest.hexdigest()[:10]
 
+
 SPECIAL_TOKENS = (
     "<|endoftext|>",
     "<|im_start|>",
