@@ -1,5 +1,6 @@
 """`vzero fit` / `vzero validate` end to end on the tiny model, and every YAML under configs/ and experiments/."""
 
+import sys
 from pathlib import Path
 
 import mlflow
@@ -43,6 +44,12 @@ REQUIRED_METRICS = {
     "eval/len_clue",
     "eval/len_decision",
 }
+
+
+@pytest.fixture(autouse=True)
+def _command_line(monkeypatch):
+    """As if run as ``vzero`` with the arguments passed to ``main``, not inside pytest's own command line."""
+    monkeypatch.setattr(sys, "argv", ["vzero"])
 
 
 def runs(experiment: str):

@@ -106,7 +106,7 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # so LoRA layers receive gradients through checkpointed blocks
     if cfg.lora is None:
         return model, processor
