@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -134,9 +135,23 @@ def _domain(datamodule: GameRolloutDataModule) -> str:
         return type(datamodule.pairs).__name__
 
 
+# Lightning's warnings about choices vzero makes on purpose:
+_EXPECTED_WARNINGS = (
+    # training_step pulls its batch from the iterator, so a batch is played with the weights of its own step;
+    r".*`dataloader_iter`",
+    # the frozen base model stays in the eval mode from_pretrained leaves it in (it has no dropout, nor has LoRA by
+    # default, so sampling and scoring compute the same function);
+    r"Found \d+ module\(s\) in eval mode",
+    # a checkpoint holds the state after its step's update, which is the state a resumed run continues from.
+    r"Using ModelCheckpoint with manual optimization",
+)
+
+
 def main(args: list[str]) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _log_to_console()
+    for message in _EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     # From the shell, LightningCLI reads sys.argv itself (its multi-process launchers re-run that command line);
     # from Python, the arguments come in ``args``.
     VZeroCLI(args=None if args == sys.argv[1:] else args)

@@ -6,7 +6,7 @@ starting point without labels, from the renderer's own scene metadata:
 
 - clue turns: the real clue prompt, the speaker's own picture, and the target
   ``I see {n} objects. \\boxed{There is a {size} {color} {material} {shape}.}`` about the biggest-looking object of
-  *that* picture in round 1, the second biggest in round 2, and so on;
+  *that* picture (it covers the most visual tokens);
 - vote turns: the real decision prompt and a uniformly random valid answer (``\\boxed{k}`` or ``\\boxed{N/A}``), which
   teaches the format only. The model learns no spy-finding here; that is RL's job.
 
@@ -70,7 +70,7 @@ class PretrainConfig:
     """Fraction of ``steps`` after which the radius is zero."""
     aux_weight: float = 1.0
     clues_per_game: int = 0
-    """Clue turns kept per game (0: all ten); turns on one picture in one round share a target."""
+    """Clue turns kept per game (0: all ten); all turns on one picture share its target."""
     votes_per_game: int = 1
     """Vote turns kept per game: a few teach the format, and each costs a ~270-token prompt."""
     games_per_chunk: int = 24
