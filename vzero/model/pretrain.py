@@ -52,10 +52,11 @@ ATTRIBUTES = {"size": SIZES, "color": tuple(COLORS), "material": MATERIALS, "sha
 
 @dataclass(frozen=True)
 class PretrainConfig:
+    """The recipe of ``tiny``; a changed default changes the cache fingerprint, so the model is rebuilt."""
+
     steps: int = 200
+    """Steps of the whole model on the game's turns, ``batch_size`` turns each."""
     batch_size: int = 24
-    batch_games: int = 0
-    """When > 0, a batch is this many whole games (~11 turns each, two pictures) instead of ``batch_size`` turns."""
     lr: float = 3e-3
     vision_lr: float = 1e-3
     """For the vision tower and merger: at the language model's rate their features collapse to a constant."""
@@ -69,8 +70,7 @@ class PretrainConfig:
     spread_until: float = 0.6
     """Fraction of ``steps`` after which the radius is zero."""
     aux_weight: float = 1.0
-    clues_per_game: int = 0
-    """Clue turns kept per game (0: all ten); all turns on one picture share its target."""
+    """Weight of the vision tower's naming loss beside the language-model loss while the whole model trains."""
     votes_per_game: int = 1
     """Vote turns kept per game: a few teach the format, and each costs a ~270-token prompt."""
     games_per_chunk: int = 24
@@ -90,7 +90,6 @@ class _Sample:
     prompt: list[int]
     target: list[int]
     scene: _Scene
-    stage: str
 
 
 def _depth(scene: dict, obj: dict) -> float:
@@ -142,8 +141,9 @@ def _games(policy: Policy, pairs, first: int, n: int) -> list[tuple[dict, list[_
     ]
 
 
-def _chunk(policy: Policy, games: list, first: int, rng: random.Random, cfg: PretrainConfig) -> list[list[_Sample]]:
-    """Play the teacher on ``games``; return each game's training samples (some clue turns, some vote turns)."""
+def _chunk(policy: Policy, games: list, first: int, rng: random.Random, cfg: PretrainConfig) -> list[_Sample]:
+    """Play the teacher on ``games`` (seeded from ``first``); return their training samples: every clue turn, and
+    ``votes_per_game`` vote turns of each game."""
     record: list[list] = [[] for _ in games]
 
     def teacher(turns):
@@ -159,8 +159,6 @@ def _chunk(policy: Policy, games: list, first: int, rng: random.Random, cfg: Pre
                 outs.append("I compare the clues with my picture. " + ("\\boxed{N/A}" if k == 0 else f"\\boxed{{{k}}}"))
         if turns[0].stage == "decision":
             for g, mine in enumerate(record):
-                if cfg.clues_per_game:
-                    mine[:] = rng.sample(mine, cfg.clues_per_game)
                 mine += rng.sample([(t, o) for t, o in zip(turns, outs) if t.game == g], cfg.votes_per_game)
         return outs
 
@@ -168,16 +166,13 @@ def _chunk(policy: Policy, games: list, first: int, rng: random.Random, cfg: Pre
         [Game(GameConfig(), "clevr", seed=first + i, meta=m, index=i) for i, (m, _) in enumerate(games)], teacher
     )
     eos = policy.processor.tokenizer.eos_token
-    out = []
+    samples = []
     for (_, scenes), turns in zip(games, record):
-        samples = []
         for turn, target in turns:
             info = scenes[turn.view == "modified"]
             ids = policy.processor.tokenizer(target + eos, add_special_tokens=False).input_ids
-            samples.append(_Sample(policy.prompt_ids(turn.messages, info.picture), ids, info, turn.stage))
-        rng.shuffle(samples)
-        out.append(samples)
-    return out
+            samples.append(_Sample(policy.prompt_ids(turn.messages, info.picture), ids, info))
+    return samples
 
 
 def _spread(h: int, w: int, cells: list[int], radius: int) -> torch.Tensor:
@@ -256,22 +251,18 @@ def pretrain(source: Path, out: Path, config: PretrainConfig | None = None) -> P
     del shown
 
     # Stage 2: everything, on the game's turns, while the spread scaffold shrinks to nothing.
-    pool: list[list[_Sample]] = []
+    pool: list[_Sample] = []
     next_game = 0
 
     def next_batch() -> list[_Sample]:
         nonlocal pool, next_game
-        while len(pool) < max(cfg.batch_games, 1) or (not cfg.batch_games and len(pool[0]) < cfg.batch_size):
+        while len(pool) < cfg.batch_size:
             first = next_game % n_games  # the seat of the spy and the history change on every replay
-            new = _chunk(policy, games[first : first + cfg.games_per_chunk], next_game, rng, cfg)
-            pool = pool + new if cfg.batch_games else [[s for g in pool + new for s in g]]
-            if not cfg.batch_games:
-                rng.shuffle(pool[0])
-            next_game += len(new)
-        if cfg.batch_games:  # whole games, so that each picture serves several turns of the batch
-            batch, pool = [s for g in pool[: cfg.batch_games] for s in g], pool[cfg.batch_games :]
-        else:
-            batch, pool = pool[0][: cfg.batch_size], [pool[0][cfg.batch_size :]]
+            chunk = games[first : first + cfg.games_per_chunk]
+            pool += _chunk(policy, chunk, next_game, rng, cfg)
+            rng.shuffle(pool)
+            next_game += len(chunk)
+        batch, pool = pool[: cfg.batch_size], pool[cfg.batch_size :]
         return batch
 
     vision_ids = {id(p) for p in vision_params}
