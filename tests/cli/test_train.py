@@ -149,3 +149,13 @@ def test_validate_logs_a_win_rate(tiny_path, tmp_path, monkeypatch):
     # No training happened: the policy is its own reference, so the two halves mirror each other exactly.
     assert run.data.metrics["eval/win_rate"] == 0.5
     assert run.data.metrics["eval/win_rate_civilian"] + run.data.metrics["eval/win_rate_spy"] == pytest.approx(1.0)
+
+
+def test_long_config_values_are_truncated_in_mlflow_never_an_error(tmp_path):
+    from vzero.cli.train import flatten, mlflow_logger
+
+    logger = mlflow_logger("long-values", "run", {"mode": "clue"}, root=tmp_path / "mlruns")
+    logger.log_hyperparams(flatten({"data": {"pairs": {"root": "x" * 5000}, "seed": 0}}))
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    params = client.get_run(logger.run_id).data.params
+    assert params["data.seed"] == "0" and params["data.pairs.root"] == "x" * 250
