@@ -12,6 +12,7 @@ the old-policy pass is skipped and the ratio is 1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -25,12 +26,13 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torchmetrics import MeanMetric, MetricCollection
 
 from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm, reference_copy
+from vzero.model.policy import ModelInputs
 from vzero.model.shard import shard_model
 from vzero.rl.loss import LossConfig, policy_loss
 from vzero.rl.phases import CLUE, DECISION
 from vzero.rl.schedule import WarmupCosine
 from vzero.rollout import TrainBatch
-from vzero.rollout.metrics import ROLLOUT_KEYS, rollout_metrics
+from vzero.rollout.metrics import ROLLOUT_KEYS, rollout_metrics, vote_counts
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +142,12 @@ class VisionZeroModule(L.LightningModule):
         batch: TrainBatch = next(dataloader_iter)[0]
         train = batch.select(self.stage_weights(batch.stage).nonzero().flatten())
         start = time.perf_counter()
-        ref_logps = self._score(train, reference=True)
-        old_logps = self._score(train, reference=False) if self.loss_config.ppo_epochs > 1 else None
+        micro = self._micro_batches(train)
+        ref_logps = self._score(micro, reference=True)
+        old_logps = self._score(micro, reference=False) if self.loss_config.ppo_epochs > 1 else None
         ref_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        update = self._update(train, ref_logps, old_logps) if len(train) else {}
+        update = self._update(train, micro, ref_logps, old_logps) if len(train) else {}
         update_seconds = time.perf_counter() - start
 
         rollout = self._rollout_means(batch)
@@ -160,11 +163,9 @@ class VisionZeroModule(L.LightningModule):
         progress = {"stage", "decision/acc"}
         self.log_dict({k: v for k, v in logged.items() if k not in progress}, on_step=True, batch_size=len(batch))
         self.log_dict({k: logged[k] for k in progress}, on_step=True, prog_bar=True, batch_size=len(batch))
-        votes = sum(len(t.votes) for t in batch.transcripts)
-        acc = sum(v == t.spy for t in batch.transcripts for v in t.votes)
-        na = sum(v == "n/a" for t in batch.transcripts for v in t.votes)
+        votes = vote_counts(batch.transcripts)
         # Raw counts of this rank: the stage callback sums them over ranks, so every rank switches on the same step.
-        return {"votes": float(votes), "correct": float(acc), "na": float(na)}
+        return {k: float(votes[k]) for k in ("votes", "correct", "na")}
 
     def _rollout_means(self, batch: TrainBatch) -> dict[str, float]:
         """Weighted means of the rollout statistics, reduced over ranks by torchmetrics."""
@@ -176,29 +177,25 @@ class VisionZeroModule(L.LightningModule):
             metric.reset()
         return out
 
-    def _micro_batches(self, batch: TrainBatch):
+    def _micro_batches(self, batch: TrainBatch) -> list[tuple[slice, ModelInputs]]:
+        """The batch's stored tokens, packed once per step into micro-batches that every pass reuses."""
         size = self.loss_config.micro_batch_size
-        for lo in range(0, len(batch), size):
-            yield lo, batch.samples[lo : lo + size]
-
-    def _inputs(self, samples):
-        return self.policy.pack(
-            [s.prompt_ids for s in samples], [s.picture for s in samples], [s.completion_ids for s in samples]
-        )
-
-    @torch.no_grad()
-    def _score(self, batch: TrainBatch, reference: bool) -> list[torch.Tensor]:
-        """Log-probs of the stored tokens, per micro-batch: [b, C] each."""
         out = []
-        for _, samples in self._micro_batches(batch):
-            if reference:
-                with self.policy.reference():
-                    out.append(self.policy.logprobs(self._inputs(samples)))
-            else:
-                out.append(self.policy.logprobs(self._inputs(samples)))
+        for lo in range(0, len(batch), size):
+            samples = batch.samples[lo : lo + size]
+            inputs = self.policy.pack(
+                [s.prompt_ids for s in samples], [s.picture for s in samples], [s.completion_ids for s in samples]
+            )
+            out.append((slice(lo, lo + len(samples)), inputs))
         return out
 
-    def _update(self, batch: TrainBatch, ref_logps, old_logps) -> dict[str, float]:
+    @torch.no_grad()
+    def _score(self, micro: list[tuple[slice, ModelInputs]], reference: bool) -> list[torch.Tensor]:
+        """Log-probs of the stored tokens, per micro-batch: [b, C] each."""
+        with self.policy.reference() if reference else contextlib.nullcontext():
+            return [self.policy.logprobs(inputs) for _, inputs in micro]
+
+    def _update(self, batch: TrainBatch, micro, ref_logps, old_logps) -> dict[str, float]:
         """``ppo_epochs`` optimizer steps over the batch, accumulating micro-batch gradients within each."""
         cfg = self.loss_config
         opt, sched = self.optimizers(), self.lr_schedulers()
@@ -209,13 +206,12 @@ class VisionZeroModule(L.LightningModule):
         grad_norm = torch.tensor(0.0)
         trainable = [p for p in self.net.parameters() if p.requires_grad]
         for _ in range(cfg.ppo_epochs):
-            for k, (lo, samples) in enumerate(self._micro_batches(batch)):
-                inputs = self._inputs(samples)
+            for k, (rows, inputs) in enumerate(micro):
                 logp = self.policy.logprobs(inputs)  # [b, C]
                 mask = inputs.completion_mask.to(logp.device)  # [b, C]
                 old = logp.detach() if old_logps is None else old_logps[k]  # [b, C]
-                adv = batch.advantage[lo : lo + len(samples)].to(logp.device)  # [b]
-                weights = torch.ones(len(samples), device=logp.device)  # [b]: the batch holds active samples only
+                adv = batch.advantage[rows].to(logp.device)  # [b]
+                weights = torch.ones(len(adv), device=logp.device)  # [b]: the batch holds active samples only
                 loss, parts = policy_loss(logp, old, ref_logps[k], adv, mask, weights, norm, cfg)
                 self.manual_backward(loss)
                 for name in ("pg", "kl", "clip_frac"):

@@ -16,7 +16,7 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from vzero.game import RoleBaselines
-from vzero.rl.phases import CLUE, DECISION, STAGE_NAMES, PhaseConfig, PhaseState, Plateau, step
+from vzero.rl.phases import CLUE, DECISION, STAGE_NAMES, PhaseConfig, PhaseState, Plateau, step, track
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,13 @@ class IterativeSPO(L.Callback):
         if getattr(pl_module, "mode", "iterative") == "iterative":
             reason = step(self.state, acc, na_rate, self.config, plateau=self.plateau_pending)
         else:  # pure modes keep their stage; the EMAs are still tracked and logged, for comparison
-            self._track_only(acc, na_rate)
+            track(self.state, acc, na_rate, self.config.rho)
         if reason is not None:
             event = {"step": trainer.global_step, "from": STAGE_NAMES[before], "to": STAGE_NAMES[self.state.stage]}
             self.switches.append({**event, "reason": reason})
             log.info("Iterative-SPO: %s -> %s at step %d (%s)", event["from"], event["to"], event["step"], reason)
             self.plateau_pending = False
-            self.plateau = Plateau(self.plateau.mode, self.plateau.min_delta, self.plateau.patience)
+            self.plateau.reset()
         pl_module.log_dict(
             {
                 "phases/acc_ema": self.state.acc_ema,
@@ -110,12 +110,6 @@ class IterativeSPO(L.Callback):
             on_step=True,
             batch_size=1,
         )
-
-    def _track_only(self, acc: float, na: float) -> None:
-        r = self.config.rho
-        self.state.acc_ema = r * self.state.acc_ema + (1 - r) * acc
-        self.state.na_ema = r * self.state.na_ema + (1 - r) * na
-        self.state.dwell += 1
 
     def _sync_baselines(self, trainer, pl_module) -> None:
         if trainer.world_size > 1:

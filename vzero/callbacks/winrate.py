@@ -19,6 +19,7 @@ from vzero.data.pairs import PairSource
 from vzero.game import Transcript
 from vzero.model.sampling import Sampling
 from vzero.rollout import RolloutEngine
+from vzero.rollout.metrics import vote_counts
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,8 @@ def win_counts(as_civilians: Sequence[Transcript], as_spy: Sequence[Transcript])
     c = dict.fromkeys(COUNT_KEYS, 0.0)
     c["games_civ"], c["wins_civ"] = len(as_civilians), sum(t.civilians_win for t in as_civilians)
     c["games_spy"], c["wins_spy"] = len(as_spy), sum(not t.civilians_win for t in as_spy)
-    for t in as_civilians:  # the trained side casts these votes
-        c["votes"] += len(t.votes)
-        c["correct"] += sum(v == t.spy for v in t.votes)
-        c["na"] += sum(v == "n/a" for v in t.votes)
+    votes = vote_counts(as_civilians)  # the trained side casts these votes
+    c.update({k: float(votes[k]) for k in ("votes", "correct", "na")})
     for t in [*as_civilians, *as_spy]:
         for s in getattr(t, "samples", []):
             if not s.reference:

@@ -250,7 +250,8 @@ class Policy:
         out = self._net(**inputs.model_kwargs(), logits_to_keep=c + 1, use_cache=False)
         logits = out.logits[:, :-1].float()  # [B, C, V]: position t predicts token t + 1
         targets = inputs.input_ids[:, -c:]  # [B, C]
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, C]
+        # log softmax at the targets only: no second [B, C, V] tensor, which matters at a real vocabulary's size
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # [B, C]
         return logp * inputs.completion_mask
 
 

@@ -64,15 +64,19 @@ class PhaseState:
         return asdict(self)
 
 
+def track(state: PhaseState, acc: float, na: float, rho: float) -> None:
+    """Fold one step's decision accuracy and N/A rate into the EMAs of ``state`` (in place) and count the step."""
+    state.acc_ema = rho * state.acc_ema + (1 - rho) * acc
+    state.na_ema = rho * state.na_ema + (1 - rho) * na
+    state.dwell += 1
+
+
 def step(state: PhaseState, acc: float, na: float, config: PhaseConfig, plateau: bool = False) -> str | None:
     """Fold one step's statistics into ``state`` (in place) and switch stage if a rule fires.
 
     Returns the reason of the switch, or None. The stage applies from the next step on.
     """
-    r = config.rho
-    state.acc_ema = r * state.acc_ema + (1 - r) * acc
-    state.na_ema = r * state.na_ema + (1 - r) * na
-    state.dwell += 1
+    track(state, acc, na, config.rho)
     reason = None
     if state.dwell >= config.k_min:
         reason = _rule(state, config)
@@ -117,9 +121,13 @@ class Plateau:
             return False
         self.wait += 1
         if self.wait >= self.patience:
-            self.best, self.wait = None, 0
+            self.reset()
             return True
         return False
+
+    def reset(self) -> None:
+        """Forget the best value and the checks since it."""
+        self.best, self.wait = None, 0
 
     def state_dict(self) -> dict:
         return asdict(self)

@@ -12,13 +12,13 @@ for training, so the EOS token is never learned. Here the sampled ids, EOS inclu
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vzero.data.pairs.base import ImagePair, blank_like
 from vzero.game import Game, GameConfig, RoleBaselines, Transcript, Turn, play_games
-from vzero.model.policy import Completion, Picture, Policy
+from vzero.model.policy import Picture, Policy
 from vzero.model.sampling import Sampling
 
 Side = Callable[[Turn], bool]
@@ -106,7 +106,8 @@ class RolloutEngine:
                 group = [turns[i] for i in idx]
                 pics = [pictures[t.game][t.view] for t in group]
                 prompts = [self.policy.prompt_ids(t.messages, p) for t, p in zip(group, pics)]
-                comps, seconds = self._generate(prompts, pics, sampling.for_stage(group[0].stage), on_reference)
+                with self.policy.reference() if on_reference else contextlib.nullcontext():
+                    comps, seconds = self.policy.generate(prompts, pics, sampling.for_stage(group[0].stage))
                 for i, t, prompt, pic, comp in zip(idx, group, prompts, pics, comps):
                     text = self.policy.decode(comp.ids)
                     texts[i] = text
@@ -126,14 +127,6 @@ class RolloutEngine:
             out.append(RolloutTranscript(**vars(t), samples=aligned, stats=stats[g]))
         return out
 
-    def _generate(
-        self, prompts: list[list[int]], pictures: list[Picture], sampling, on_reference: bool
-    ) -> tuple[list[Completion], float]:
-        if not on_reference:
-            return self.policy.generate(prompts, pictures, sampling)
-        with self.policy.reference():
-            return self.policy.generate(prompts, pictures, sampling)
-
     def _pictures(self, pairs: Sequence[ImagePair], games: Sequence[Game]) -> list[dict[str, Picture]]:
         """Preprocess every picture a game shows, once, in one batched call."""
         wanted: list[tuple[int, str]] = []
@@ -143,9 +136,7 @@ class RolloutEngine:
                 wanted.append((g, view))
                 image = {"original": pair.original, "modified": pair.modified}.get(view)
                 images.append(image or blank_like(pair.original))
-        start = time.perf_counter()
         encoded = self.policy.pictures(images)
-        self.last_preprocess_seconds = time.perf_counter() - start
         out: list[dict[str, Picture]] = [{} for _ in games]
         for (g, view), pic in zip(wanted, encoded):
             out[g][view] = pic

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from vzero.game import Transcript
 from vzero.rollout.batch import TrainBatch
 
 ROLLOUT_KEYS = (
@@ -23,12 +26,25 @@ def _mean(values: list[float]) -> tuple[float, float]:
     return (sum(values) / len(values), float(len(values))) if values else (0.0, 0.0)
 
 
+def _ratio(part: int, whole: int) -> tuple[float, float]:
+    return (part / whole, float(whole)) if whole else (0.0, 0.0)
+
+
+def vote_counts(transcripts: Sequence[Transcript]) -> dict[str, int]:
+    """Votes cast over ``transcripts``: all of them, those for the spy, N/A and invalid ones."""
+    counts = {"votes": 0, "correct": 0, "na": 0, "invalid": 0}
+    for t in transcripts:
+        counts["votes"] += len(t.votes)
+        counts["correct"] += sum(v == t.spy for v in t.votes)
+        counts["na"] += sum(v == "n/a" for v in t.votes)
+        counts["invalid"] += sum(v == "invalid" for v in t.votes)
+    return counts
+
+
 def rollout_metrics(batch: TrainBatch) -> dict[str, tuple[float, float]]:
     """Decision accuracy and N/A rate (the stage rule's inputs), invalid rates, rewards, baselines-free lengths."""
-    votes, spies, clues, spy_r, civ_r, dec_r = [], [], [], [], [], []
+    clues, spy_r, civ_r, dec_r = [], [], [], []
     for t in batch.transcripts:
-        votes.extend(t.votes)
-        spies.extend([t.spy] * len(t.votes))
         clues.extend(c for rnd in t.clues for c in rnd)
         spy_r.append(t.clue_rewards[t.spy])
         civ_r.extend(r for p, r in enumerate(t.clue_rewards) if p != t.spy)
@@ -38,10 +54,11 @@ def rollout_metrics(batch: TrainBatch) -> dict[str, tuple[float, float]]:
         lengths[s.turn.stage].append(float(len(s.completion_ids)))
     gen_tokens = sum(len(s.completion_ids) for s in batch.samples)
     rollout_s = batch.timings.get("rollout", 0.0)
+    votes = vote_counts(batch.transcripts)
     return {
-        "decision/acc": _mean([float(v == s) for v, s in zip(votes, spies)]),
-        "decision/na_rate": _mean([float(v == "n/a") for v in votes]),
-        "decision/invalid_rate": _mean([float(v == "invalid") for v in votes]),
+        "decision/acc": _ratio(votes["correct"], votes["votes"]),
+        "decision/na_rate": _ratio(votes["na"], votes["votes"]),
+        "decision/invalid_rate": _ratio(votes["invalid"], votes["votes"]),
         "clue/invalid_rate": _mean([float(c is None) for c in clues]),
         "reward/spy": _mean(spy_r),
         "reward/civilian": _mean(civ_r),
