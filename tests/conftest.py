@@ -11,7 +11,7 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_cou
 
 @pytest.fixture(scope="session")
 def tiny_random_path() -> str:
-    from vzero.model.tiny import resolve
+    from vzero.tiny import resolve
 
     return resolve("tiny-random")
 
@@ -19,7 +19,7 @@ def tiny_random_path() -> str:
 @pytest.fixture(scope="session")
 def tiny_path() -> str:
     """The pretrained tiny model (built once, then cached: a few minutes on 2 cores the first time)."""
-    from vzero.model.tiny import resolve
+    from vzero.tiny import resolve
 
     return resolve("tiny")
 

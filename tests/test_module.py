@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from vzero.callbacks import IterativeSPO
-from vzero.data.datamodule import GameRolloutDataModule
 from vzero.data.pairs import ClevrPairs
+from vzero.game import Stage
 from vzero.model import ModelConfig
 from vzero.model.sampling import Sampling, SamplingConfig
 from vzero.module import VisionZeroModule
-from vzero.rl.phases import CLUE, DECISION
+from vzero.rollout import GameRolloutDataModule
 
 SAMPLING = Sampling(SamplingConfig(max_new_tokens=24), SamplingConfig(max_new_tokens=16))
 
@@ -43,16 +43,15 @@ def test_one_step_moves_the_adapter_and_nothing_else(tiny_path, mode):
     assert trainer.callback_metrics["loss/clip_frac"] == 0  # and the ratio is exactly 1
 
 
-def test_stage_weights_follow_the_mode():
-    stage = torch.tensor([CLUE, DECISION, CLUE])
+def test_trained_stages_follow_the_mode_and_the_handed_in_stage():
     module = VisionZeroModule(mode="iterative")
-    module.stage = CLUE
-    assert module.stage_weights(stage).tolist() == [1.0, 0.0, 1.0]
-    module.stage = DECISION
-    assert module.stage_weights(stage).tolist() == [0.0, 1.0, 0.0]
-    assert VisionZeroModule(mode="decision").stage_weights(stage).tolist() == [0.0, 1.0, 0.0]
-    assert VisionZeroModule(mode="clue").stage_weights(stage).tolist() == [1.0, 0.0, 1.0]
-    assert VisionZeroModule(mode="both").stage_weights(stage).tolist() == [1.0, 1.0, 1.0]
+    module.stage = Stage.CLUE
+    assert module.trained_stages == {Stage.CLUE}
+    module.stage = Stage.DECISION
+    assert module.trained_stages == {Stage.DECISION}
+    assert VisionZeroModule(mode="decision").trained_stages == {Stage.DECISION}
+    assert VisionZeroModule(mode="clue").trained_stages == {Stage.CLUE}
+    assert VisionZeroModule(mode="both").trained_stages == {Stage.CLUE, Stage.DECISION}
 
 
 def test_unknown_mode_is_refused():

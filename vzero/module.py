@@ -3,7 +3,8 @@
 A step pulls a freshly played batch, keeps the active stage's samples (clue samples in the CLUE stage, votes in the
 DECISION stage), scores their stored tokens under the reference policy (adapter off), then runs ``ppo_epochs`` passes
 of PPO-clip + τ·k3 over micro-batches with gradient accumulation, clipping and one optimizer step per pass. The stage is
-decided by the :class:`~vzero.callbacks.IterativeSPO` callback; the module only reads it.
+decided by the :class:`~vzero.callbacks.IterativeSPO` callback, which hands it in through :attr:`stage` before each
+step; the module only reads it, and returns the step's vote counts for the callback's rule.
 
 Departure from the reference release: it re-tokenises decoded text and never trains the EOS token; here the sampled
 ids, EOS included, are scored. With ``ppo_epochs=1`` the sampling policy's log-probs equal the current ones exactly, so
@@ -16,7 +17,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from typing import Literal
 
 import lightning as L
 import torch
@@ -25,19 +25,18 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torchmetrics import MeanMetric, MetricCollection
 
+from vzero.game import Stage
 from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm, reference_copy
 from vzero.model.policy import ModelInputs
 from vzero.model.shard import shard_model
-from vzero.rl.loss import LossConfig, policy_loss
-from vzero.rl.phases import CLUE, DECISION
+from vzero.rl.loss import LossConfig, normalizer, policy_loss
 from vzero.rl.schedule import WarmupCosine
-from vzero.rollout import TrainBatch
+from vzero.rl.stage import MODES, Mode, trained_stages
+from vzero.rollout.batch import TrainBatch
 from vzero.rollout.metrics import ROLLOUT_KEYS, rollout_metrics, vote_counts
+from vzero.tiny import resolve
 
 log = logging.getLogger(__name__)
-
-Mode = Literal["iterative", "clue", "decision", "both"]
-MODES = ("iterative", "clue", "decision", "both")
 
 
 class VisionZeroModule(L.LightningModule):
@@ -73,8 +72,9 @@ class VisionZeroModule(L.LightningModule):
         self.max_batch_size = max_batch_size
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold trainable weights only (see on_save_checkpoint)
-        self.stage = DECISION
-        """The active stage; the IterativeSPO callback sets it before each step in ``iterative`` mode."""
+        self.stage = Stage.DECISION
+        """The stage of the switch rule, written by the IterativeSPO callback before each step (its one channel in;
+        the callback owns and checkpoints it). Only ``iterative`` mode reads it."""
         self.net: torch.nn.Module | None = None
         self.policy: Policy | None = None
         self.rollout_stats = MetricCollection({k.replace("/", "__"): MeanMetric() for k in ROLLOUT_KEYS})
@@ -84,7 +84,7 @@ class VisionZeroModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.net is not None:
             return
-        self.net, processor = load_vlm(self.model_config)
+        self.net, processor = load_vlm(self.model_config, name_or_path=resolve(self.model_config.name_or_path))
         reference = None if self.model_config.lora is not None else reference_copy(self.net)
         sharded = self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
         if sharded:
@@ -101,17 +101,14 @@ class VisionZeroModule(L.LightningModule):
         )
 
     def on_fit_start(self) -> None:
-        self._attach()
+        self._place_reference()
 
     def on_validation_start(self) -> None:
-        self._attach()
+        self._place_reference()
 
-    def _attach(self) -> None:
+    def _place_reference(self) -> None:
         if self.policy.reference_model is not None:  # not a submodule, so Lightning does not move it
             self.policy.reference_model.to(self.device)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "attach"):
-            datamodule.attach(self.policy)
 
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]
@@ -126,21 +123,15 @@ class VisionZeroModule(L.LightningModule):
 
     # ---- training --------------------------------------------------------------------------------------------------
 
-    def stage_weights(self, stage: torch.Tensor) -> torch.Tensor:
-        """Per-sample weight of the loss: ``m_t`` for clue samples and ``1 - m_t`` for votes. [N] -> [N]"""
-        if self.mode == "both":
-            return torch.ones_like(stage, dtype=torch.float32)
-        active = {"clue": CLUE, "decision": DECISION}.get(self.mode, self.stage)
-        return (stage == active).float()
-
     @property
-    def active_stage(self) -> float:
-        """What ``stage`` logs: 0 = decision, 1 = clue, 0.5 = both."""
-        return {"clue": CLUE, "decision": DECISION, "both": 0.5}.get(self.mode, self.stage)
+    def trained_stages(self) -> frozenset[Stage]:
+        """The stages whose samples carry gradient in this step."""
+        return trained_stages(self.mode, self.stage)
 
     def training_step(self, dataloader_iter: Iterator) -> dict:
         batch: TrainBatch = next(dataloader_iter)[0]
-        train = batch.select(self.stage_weights(batch.stage).nonzero().flatten())
+        stages = self.trained_stages
+        train = batch.of_stages(stages)
         start = time.perf_counter()
         micro = self._micro_batches(train)
         ref_logps = self._score(micro, reference=True)
@@ -154,15 +145,15 @@ class VisionZeroModule(L.LightningModule):
         logged = {
             **rollout,
             **update,
-            "stage": float(self.active_stage),
+            **batch.baselines,
+            **{f"stage/{s}": float(s in stages) for s in Stage},
             "train/samples": float(len(train)),
             "timing_s/rollout": batch.timings.get("rollout", 0.0),
             "timing_s/ref": ref_seconds,
             "timing_s/update": update_seconds,
         }
-        progress = {"stage", "decision/acc"}
-        self.log_dict({k: v for k, v in logged.items() if k not in progress}, on_step=True, batch_size=len(batch))
-        self.log_dict({k: logged[k] for k in progress}, on_step=True, prog_bar=True, batch_size=len(batch))
+        self.log_dict({k: v for k, v in logged.items() if k != "decision/acc"}, on_step=True, batch_size=len(batch))
+        self.log("decision/acc", logged["decision/acc"], on_step=True, prog_bar=True, batch_size=len(batch))
         votes = vote_counts(batch.transcripts)
         # Raw counts of this rank: the stage callback sums them over ranks, so every rank switches on the same step.
         return {k: float(votes[k]) for k in ("votes", "correct", "na")}
@@ -200,8 +191,8 @@ class VisionZeroModule(L.LightningModule):
         cfg = self.loss_config
         opt, sched = self.optimizers(), self.lr_schedulers()
         # One denominator for the whole batch, so the accumulated micro-batch losses equal the full-batch loss.
-        tokens = sum(len(s.completion_ids) for s in batch.samples)
-        norm = torch.tensor(float(tokens if cfg.aggregation == "token_mean" else len(batch)), device=self.device)
+        lengths = torch.tensor([len(s.completion_ids) for s in batch.samples])  # [N]
+        norm = normalizer(lengths, cfg.aggregation).to(self.device)
         totals = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0}
         grad_norm = torch.tensor(0.0)
         trainable = [p for p in self.net.parameters() if p.requires_grad]
@@ -211,8 +202,7 @@ class VisionZeroModule(L.LightningModule):
                 mask = inputs.completion_mask.to(logp.device)  # [b, C]
                 old = logp.detach() if old_logps is None else old_logps[k]  # [b, C]
                 adv = batch.advantage[rows].to(logp.device)  # [b]
-                weights = torch.ones(len(adv), device=logp.device)  # [b]: the batch holds active samples only
-                loss, parts = policy_loss(logp, old, ref_logps[k], adv, mask, weights, norm, cfg)
+                loss, parts = policy_loss(logp, old, ref_logps[k], adv, mask, norm, cfg)
                 self.manual_backward(loss)
                 for name in ("pg", "kl", "clip_frac"):
                     totals[f"loss/{name}"] += parts[name].item() / cfg.ppo_epochs

@@ -1,8 +1,16 @@
+import torch
+
 from vzero.callbacks.progress import game_items
 
 
 def test_bar_names_the_stage_and_shows_the_last_win_rate():
-    items = game_items({"stage": 1.0, "decision/acc": 0.25, "v_num": 3}, {"eval/win_rate": 0.456})
+    metrics = {
+        "stage/clue": torch.tensor(1.0),
+        "stage/decision": torch.tensor(0.0),
+        "eval/win_rate": torch.tensor(0.456),
+    }
+    items = game_items({"decision/acc": 0.25, "v_num": 3}, metrics)
     assert items == {"stage": "clue", "decision/acc": 0.25, "win": "0.46"}
-    assert game_items({"stage": "0.000"}, None) == {"stage": "decision"}  # Lightning may hand it over formatted
-    assert game_items({"stage": 0.5}, {}) == {"stage": "both"}
+    assert game_items({}, {"stage/clue": 0.0, "stage/decision": 1.0}) == {"stage": "decision"}
+    assert game_items({}, {"stage/clue": 1.0, "stage/decision": 1.0}) == {"stage": "both"}
+    assert game_items({"decision/acc": 0.5}, {}) == {"decision/acc": 0.5}  # before the first step

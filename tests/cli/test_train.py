@@ -15,7 +15,12 @@ YAMLS = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("experiments/**/*.yaml"
 # A few games per step and per evaluation: the same code paths as the real config, in seconds.
 FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
 REQUIRED_METRICS = {
-    "stage",
+    "stage/clue",
+    "stage/decision",
+    "stage/acc_ema",
+    "stage/na_ema",
+    "stage/dwell",
+    "stage/switches",
     "decision/acc",
     "decision/na_rate",
     "decision/invalid_rate",
@@ -72,8 +77,8 @@ def test_every_yaml_parses(path, capsys):
     [
         (["--model.loss.clip_epss", "0.1"], "clip_epss"),
         (["--data.games_per_step", "many"], "data.games_per_step"),
-        (["--phases.acc_high", "1.5"], "phases.acc_high"),
-        (["--phases.na_low", "-0.1"], "phases.na_low"),
+        (["--stage.acc_high", "1.5"], "stage.acc_high"),
+        (["--stage.na_low", "-0.1"], "stage.na_low"),
         (["--eval.every_n_steps", "ten"], "eval.every_n_steps"),
     ],
 )
@@ -82,6 +87,26 @@ def test_bad_config_fails_at_parse_time_naming_the_key(args, key, capsys):
         main(["fit", "--config", TINY, *args, "--print_config"])
     assert e.value.code != 0
     assert key in capsys.readouterr().err
+
+
+def test_the_old_phases_key_still_works_and_says_it_is_deprecated(tmp_path, capsys):
+    old = tmp_path / "old.yaml"
+    old.write_text("phases:\n  k_min: 3\n  patience: 6\n")
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", TINY, "--config", str(old), "--print_config"])
+    assert e.value.code == 0 and "k_min: 3" in capsys.readouterr().out
+
+
+def test_the_old_phases_key_configures_the_stage_callback(tmp_path, monkeypatch, caplog):
+    from vzero.callbacks import IterativeSPO
+    from vzero.cli.train import VZeroCLI
+
+    monkeypatch.chdir(tmp_path)
+    cli = VZeroCLI(args=["--config", TINY, "--phases.k_min", "3", "--phases.rho", "0.9"], run=False)
+    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, IterativeSPO)]
+    assert (callback.config.k_min, callback.config.rho) == (3, 0.9)
+    assert callback.config.patience == 8  # a field the old key leaves alone keeps the config's `stage` value
+    assert "deprecated" in caplog.text and "'stage'" in caplog.text
 
 
 def test_fit_writes_an_mlflow_run_with_every_metric(tiny_path, tmp_path, monkeypatch):
@@ -116,7 +141,8 @@ def test_checkpoints_hold_the_adapter_not_the_base_and_resume(tiny_path, tmp_pat
     resumed = torch.load(tmp_path / "checkpoints/tiny/last.ckpt", weights_only=False)
     assert resumed["global_step"] == 4
     assert resumed["GameRolloutDataModule"]["position"] == 4  # new games, not a replay of steps 0-1
-    assert resumed["callbacks"]["IterativeSPO"]["phase"]["dwell"] == 4
+    assert resumed["callbacks"]["IterativeSPO"]["stage"]["dwell"] == 4
+    assert resumed["GameRolloutDataModule"]["baselines"]["spy"] != 0.0  # the RAE baselines, with their owner
 
 
 @pytest.mark.parametrize("overlay", ["iterative", "pure_clue", "pure_decision"])
@@ -139,7 +165,8 @@ def test_ablation_overlays_run(overlay, tiny_path, tmp_path, monkeypatch):
     assert (
         run.data.tags["mode"] == {"iterative": "iterative", "pure_clue": "clue", "pure_decision": "decision"}[overlay]
     )
-    assert run.data.metrics["stage"] == {"iterative": 0.0, "pure_clue": 1.0, "pure_decision": 0.0}[overlay]
+    clue_trained = {"iterative": 0.0, "pure_clue": 1.0, "pure_decision": 0.0}[overlay]
+    assert (run.data.metrics["stage/clue"], run.data.metrics["stage/decision"]) == (clue_trained, 1 - clue_trained)
 
 
 def test_validate_logs_a_win_rate(tiny_path, tmp_path, monkeypatch):

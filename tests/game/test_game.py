@@ -9,10 +9,8 @@ from vzero.game import (
     GameConfig,
     OraclePolicy,
     RandomPolicy,
-    RoleBaselines,
     clue_rewards,
     decision_rewards,
-    group_normalize,
     play_game,
     play_games,
     tally,
@@ -68,19 +66,12 @@ def test_transcript_scores_with_the_game_engine_functions():
     votes[civ[0]] = "N/A"
     votes[civ[1]] = civ[2] + 1
     play_games([game], scripted_votes(votes))
-    b = RoleBaselines(0.9)
-    t = game.transcript(b)
+    t = game.transcript()
     expected_votes = [spy if v == spy + 1 else "n/a" if v == "N/A" else v - 1 for v in (votes[p] for p in civ)]
     assert t.votes == expected_votes
     assert t.tally == tally(expected_votes, 5)
     assert t.clue_rewards == clue_rewards(t.tally, spy, 0.1, 0.1)
     assert t.decision_rewards == decision_rewards(expected_votes, spy)
-    assert t.decision_advantages == group_normalize(t.decision_rewards)
-    ref = RoleBaselines(0.9)
-    spy_adv, civ_adv = ref.update(t.clue_rewards[spy], [t.clue_rewards[p] for p in civ])
-    assert t.clue_advantages[spy] == spy_adv
-    assert [t.clue_advantages[p] for p in civ] == civ_adv
-    assert b.state_dict() == ref.state_dict()
     assert t.winner == "civilians" and t.civilians_win
     assert len(t.outputs) == len(t.turns) == 2 * 5 + 4
 
@@ -98,7 +89,7 @@ def test_nobody_voting_is_a_spy_win():
     play_games([game], lambda turns: ["\\boxed{clue}" if t.stage == "clue" else "\\boxed{N/A}" for t in turns])
     t = game.transcript()
     assert t.tally == [0] * 5 and t.winner == "spy"
-    assert t.decision_advantages == [0.0] * 4  # all equal rewards: zero advantage
+    assert t.decision_rewards == [-0.5] * 4
 
 
 def test_g_votes_per_voter_scale_clue_rewards_per_round():

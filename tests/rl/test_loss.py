@@ -30,9 +30,8 @@ def test_first_step_ratio_is_one_and_kl_is_zero():
     logp = torch.randn(3, 4)
     mask = torch.ones(3, 4)
     adv = torch.tensor([1.0, -2.0, 0.5])
-    weights = torch.ones(3)
     cfg = LossConfig()
-    loss, stats = policy_loss(logp, logp, logp, adv, mask, weights, normalizer(mask, weights, "token_mean"), cfg)
+    loss, stats = policy_loss(logp, logp, logp, adv, mask, normalizer(mask.sum(-1), "token_mean"), cfg)
     assert stats["kl"] == 0 and stats["clip_frac"] == 0
     # ratio 1 everywhere: pg = -mean(A) over tokens = -(1 - 2 + 0.5) / 3
     assert loss.item() == pytest.approx(0.5 / 3)
@@ -41,10 +40,10 @@ def test_first_step_ratio_is_one_and_kl_is_zero():
 def test_aggregations_by_hand():
     per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    w = torch.ones(2)
+    lengths = mask.sum(-1)
     # token mean: (1 + 2 + 3 + 4) / 4 = 2.5; sequence mean: (2 + 4) / 2 = 3
-    assert aggregate(per_token, mask, w, "token_mean") / normalizer(mask, w, "token_mean") == 2.5
-    assert aggregate(per_token, mask, w, "sequence_mean") / normalizer(mask, w, "sequence_mean") == 3.0
+    assert aggregate(per_token, mask, "token_mean") / normalizer(lengths, "token_mean") == 2.5
+    assert aggregate(per_token, mask, "sequence_mean") / normalizer(lengths, "sequence_mean") == 3.0
 
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
@@ -52,29 +51,21 @@ def test_micro_batches_accumulate_to_the_full_batch_loss(aggregation):
     torch.manual_seed(0)
     logp, old, ref = torch.randn(6, 5), torch.randn(6, 5), torch.randn(6, 5)
     mask = (torch.rand(6, 5) > 0.3).float()
-    adv, w = torch.randn(6), torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    adv = torch.randn(6)
     cfg = LossConfig(aggregation=aggregation)
-    norm = normalizer(mask, w, aggregation)
-    full, _ = policy_loss(logp, old, ref, adv, mask, w, norm, cfg)
+    norm = normalizer(mask.sum(-1), aggregation)
+    full, _ = policy_loss(logp, old, ref, adv, mask, norm, cfg)
     parts = sum(
-        policy_loss(
-            logp[i : i + 2], old[i : i + 2], ref[i : i + 2], adv[i : i + 2], mask[i : i + 2], w[i : i + 2], norm, cfg
-        )[0]
+        policy_loss(logp[i : i + 2], old[i : i + 2], ref[i : i + 2], adv[i : i + 2], mask[i : i + 2], norm, cfg)[0]
         for i in range(0, 6, 2)
     )
     assert parts.item() == pytest.approx(full.item(), rel=1e-6)
 
 
-def test_the_stage_mask_zeroes_the_other_stages_gradient():
-    logp = torch.randn(4, 3, requires_grad=True)
-    old, ref = logp.detach() + 0.1, logp.detach() - 0.2
-    mask, adv = torch.ones(4, 3), torch.tensor([1.0, -1.0, 2.0, 0.5])
-    stage = torch.tensor([1, 0, 1, 0])  # clue, decision, clue, decision
-    w = (stage == 1).float()  # the CLUE stage is active
-    loss, _ = policy_loss(logp, old, ref, adv, mask, w, normalizer(mask, w, "token_mean"), LossConfig())
-    loss.backward()
-    assert (logp.grad[stage == 0] == 0).all()
-    assert (logp.grad[stage == 1].abs() > 0).all()
+def test_normalizer_counts_the_whole_batch():
+    lengths = torch.tensor([3, 0, 5])
+    assert normalizer(lengths, "token_mean") == 8 and normalizer(lengths, "sequence_mean") == 3
+    assert normalizer(torch.tensor([], dtype=torch.long), "token_mean") == 1  # never divides by zero
 
 
 @pytest.mark.parametrize(

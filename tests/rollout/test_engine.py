@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from vzero.data.pairs import ClevrPairs, FolderImages, blank_like
-from vzero.game import GameConfig, RoleBaselines, clue_rewards, decision_rewards, group_normalize
+from vzero.game import GameConfig
 from vzero.model import Policy
-from vzero.model.sampling import SamplingConfig
-from vzero.rollout import RolloutEngine, Sampling, build_batch
+from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.rollout import RolloutEngine
 
 GREEDY = Sampling(SamplingConfig(temperature=0, max_new_tokens=10), SamplingConfig(temperature=0, max_new_tokens=6))
 CONFIG = GameConfig(n_civilians=3, clue_rounds=2)
@@ -83,55 +83,16 @@ def test_token_in_token_out(random_policy, pairs):
         logp = random_policy.logprobs(inputs)
     assert logp.shape == (len(samples), max(len(s.completion_ids) for s in samples))
     assert torch.isfinite(logp).all()
-    stats = transcripts[0].stats
-    assert stats["clue"].turns == CONFIG.n_players * CONFIG.clue_rounds and stats["decision"].turns == 3
-    assert stats["clue"].tokens == sum(len(s.completion_ids) for s in transcripts[0].samples if s.turn.stage == "clue")
-    assert stats["clue"].seconds > 0
 
 
 def test_gibberish_is_counted_not_fatal(random_policy, pairs):
     sampling = Sampling(
         SamplingConfig(temperature=1.5, max_new_tokens=12), SamplingConfig(temperature=1.5, max_new_tokens=12)
     )
-    transcripts = RolloutEngine(random_policy).play(pairs, CONFIG, sampling, baselines=RoleBaselines())
+    transcripts = RolloutEngine(random_policy).play(pairs, CONFIG, sampling)
     votes = [v for t in transcripts for v in t.votes]
     assert votes and set(votes) <= {"invalid", "n/a", 0, 1, 2, 3}
     assert votes.count("invalid") >= len(votes) // 2  # an untrained model rarely writes a valid box
-
-
-def test_batch_matches_the_game_engine(random_policy, pairs):
-    baselines = RoleBaselines(alpha=0.9)
-    transcripts = RolloutEngine(random_policy).play(pairs, CONFIG, GREEDY, baselines=baselines)
-    batch = build_batch(transcripts)
-    ref = RoleBaselines(alpha=0.9)
-    k = 0
-    for g, t in enumerate(transcripts):
-        rewards = clue_rewards([c / CONFIG.votes_per_voter for c in t.tally], t.spy)
-        civ = [p for p in range(CONFIG.n_players) if p != t.spy]
-        spy_adv, civ_adv = ref.update(rewards[t.spy], [rewards[p] for p in civ])
-        adv = dict(zip(civ, civ_adv)) | {t.spy: spy_adv}
-        d_rewards = decision_rewards(t.votes, t.spy)
-        d_adv = group_normalize(d_rewards)
-        vote = 0
-        for s in t.samples:
-            assert batch.game[k] == g and batch.roles[k] == s.turn.role
-            if s.turn.stage == "clue":
-                assert batch.stage[k] == 1
-                assert batch.reward[k].item() == pytest.approx(rewards[s.turn.player])
-                assert batch.advantage[k].item() == pytest.approx(adv[s.turn.player])
-            else:
-                assert batch.stage[k] == 0
-                assert batch.reward[k].item() == pytest.approx(d_rewards[vote])
-                assert batch.advantage[k].item() == pytest.approx(d_adv[vote], abs=1e-6)
-                vote += 1
-            k += 1
-    assert k == len(batch) and baselines.state_dict() == ref.state_dict()
-
-
-def test_batch_needs_baselines(random_policy, pairs):
-    transcripts = RolloutEngine(random_policy).play(pairs[:1], CONFIG, GREEDY)
-    with pytest.raises(ValueError, match="RoleBaselines"):
-        build_batch(transcripts)
 
 
 def test_reference_turns_run_with_the_adapter_off(tiny_random_path, pairs):

@@ -16,9 +16,9 @@ import lightning as L
 import torch
 
 from vzero.data.pairs import PairSource
-from vzero.game import Transcript
+from vzero.game import Stage, Transcript
 from vzero.model.sampling import Sampling
-from vzero.rollout import RolloutEngine
+from vzero.rollout.engine import RolloutEngine
 from vzero.rollout.metrics import vote_counts
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def win_counts(as_civilians: Sequence[Transcript], as_spy: Sequence[Transcript])
     for t in [*as_civilians, *as_spy]:
         for s in getattr(t, "samples", []):
             if not s.reference:
-                key = "clue" if s.turn.stage == "clue" else "dec"
+                key = "clue" if s.turn.stage == Stage.CLUE else "dec"
                 c[f"{key}_n"] += 1
                 c[f"{key}_len"] += len(s.completion_ids)
     return c
@@ -144,7 +144,9 @@ class WinRateEvaluation(L.Callback):
         metrics = win_rates(dict(zip(COUNT_KEYS, summed.tolist())))
         self.evaluations += 1
         self.last, self.last_step = metrics, trainer.global_step
+        # Published for other callbacks (the stage's plateau trigger, the progress bar): the results and their step.
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        trainer.callback_metrics["eval/step"] = torch.tensor(float(trainer.global_step))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         log.info(

@@ -3,7 +3,8 @@
 Every key of a YAML config is a parameter of a class signature; help text comes from the docstrings. Besides
 ``model``, ``data`` and ``trainer`` the config has:
 
-- ``phases``: the :class:`~vzero.callbacks.IterativeSPO` stage callback (always present: it owns the RAE baselines);
+- ``stage``: the :class:`~vzero.rl.stage.StageConfig` of the :class:`~vzero.callbacks.IterativeSPO` callback (always
+  present: it owns the stage); ``phases``, its old name, still works and says so;
 - ``eval``: the :class:`~vzero.callbacks.WinRateEvaluation` callback;
 - ``checkpoint``: the ``ModelCheckpoint`` (adapter weights, optimizer, scheduler, callback and data state);
 - ``experiment`` and ``run_name``: where the run lands in MLflow.
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -27,8 +29,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from vzero.callbacks import GameProgressBar, IterativeSPO, WinRateEvaluation
-from vzero.data.datamodule import GameRolloutDataModule
 from vzero.module import VisionZeroModule
+from vzero.rl.stage import StageConfig
+from vzero.rollout import GameRolloutDataModule
+
+log = logging.getLogger(__name__)
 
 MLRUNS = Path("mlruns")
 
@@ -89,7 +94,10 @@ class VZeroCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--experiment", default="vzero", help="MLflow experiment name.")
         parser.add_argument("--run_name", default=None, help="MLflow run name (default: mode and time).")
-        parser.add_lightning_class_args(IterativeSPO, "phases")
+        parser.add_class_arguments(StageConfig, "stage", help="The stage switch of Iterative-SPO.")
+        parser.add_argument(
+            "--phases", type=StageConfig | None, default=None, help="Deprecated: the old name of ``stage``."
+        )
         parser.add_lightning_class_args(WinRateEvaluation, "eval")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -102,10 +110,11 @@ class VZeroCLI(LightningCLI):
         )
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
+        callbacks = [*callbacks, IterativeSPO(self._get(self.config_init, "stage"))]
         if config.get("enable_progress_bar") is not False:  # off e.g. on a cluster, where logs are files
             callbacks = [*callbacks, GameProgressBar()]
         if config.get("logger") in (None, True):
-            cfg = self.config[self.subcommand]
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
             mode = cfg.model.mode
             tags = {
                 "mode": mode,
@@ -116,6 +125,18 @@ class VZeroCLI(LightningCLI):
             run_name = cfg.run_name or f"{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
             config["logger"] = mlflow_logger(cfg.experiment, run_name, tags)
         return super()._instantiate_trainer(config, callbacks)
+
+    def before_instantiate_classes(self) -> None:
+        """Fold the deprecated ``phases`` key into ``stage``: the fields it sets win."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.get("phases") is None:
+            return
+        log.warning("the config key 'phases' is deprecated: rename it to 'stage' (same fields)")
+        defaults = asdict(StageConfig())
+        for key, value in cfg.phases.as_dict().items():
+            if value != defaults[key]:
+                cfg[f"stage.{key}"] = value
+        cfg.phases = None
 
 
 def _log_to_console() -> None:

@@ -1,10 +1,10 @@
 """The game of "Who is the Spy?" on pictures: rules, prompts, parsing and rewards, in plain Python (no torch)."""
 
 from vzero.game.config import GameConfig
-from vzero.game.game import OBSERVER, Game, Policy, Transcript, Turn, play_game, play_games
+from vzero.game.game import OBSERVER, Game, Responder, Stage, Transcript, Turn, play_game, play_games
 from vzero.game.parse import parse_clue, parse_vote
 from vzero.game.prompts import clue_prompt, decision_prompt
-from vzero.game.rewards import RoleBaselines, clue_rewards, decision_reward, decision_rewards, group_normalize, tally
+from vzero.game.rewards import clue_rewards, decision_reward, decision_rewards, tally
 from vzero.game.scripted import OraclePolicy, RandomPolicy
 
 __all__ = [
@@ -12,9 +12,9 @@ __all__ = [
     "Game",
     "GameConfig",
     "OraclePolicy",
-    "Policy",
     "RandomPolicy",
-    "RoleBaselines",
+    "Responder",
+    "Stage",
     "Transcript",
     "Turn",
     "clue_prompt",
@@ -22,7 +22,6 @@ __all__ = [
     "decision_prompt",
     "decision_reward",
     "decision_rewards",
-    "group_normalize",
     "parse_clue",
     "parse_vote",
     "play_game",

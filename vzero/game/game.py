@@ -11,14 +11,28 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal
 
 from vzero.game.config import GameConfig
 from vzero.game.parse import parse_clue, parse_vote
 from vzero.game.prompts import Messages, clue_prompt, decision_prompt
-from vzero.game.rewards import RoleBaselines, Vote, clue_rewards, decision_rewards, group_normalize, tally
+from vzero.game.rewards import Vote, clue_rewards, decision_rewards, tally
 
-Stage = Literal["clue", "decision"]
+
+class Stage(str, Enum):
+    """The two stages of a game, and of training: giving clues, and voting for the spy.
+
+    A ``str`` enum, so a stage compares equal to its name (``Stage.CLUE == "clue"``) and reads as it in YAML and logs.
+    """
+
+    CLUE = "clue"
+    DECISION = "decision"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 Role = Literal["civilian", "spy", "observer"]
 View = Literal["original", "modified", "blank"]
 OBSERVER = -1
@@ -47,8 +61,8 @@ class Turn:
     """The pair's ground truth. Only scripted policies may read it; it never reaches a prompt."""
 
 
-Policy = Callable[[Sequence[Turn]], Sequence[str]]
-"""Anything that answers a batch of turns with one raw text each."""
+Responder = Callable[[Sequence[Turn]], Sequence[str]]
+"""Anything that answers a batch of turns with one raw text each: a scripted player, or the rollout engine's model."""
 
 
 @dataclass
@@ -73,16 +87,8 @@ class Transcript:
     """Votes received by each player."""
     clue_rewards: list[float]
     """Per player (Eq. 1); they sum to 0."""
-    clue_advantages: list[float] | None
-    """Per player, after role-advantage estimation (Eq. 2); None when the game was scored without baselines."""
     decision_rewards: list[float]
-    """Per vote (Eq. 4 or the shaped variant)."""
-    decision_advantages: list[float]
-    """Per vote, normalised over this game's votes (Eq. 5)."""
-
-    @property
-    def vote_turns(self) -> list[Turn]:
-        return [t for t in self.turns if t.stage == "decision"]
+    """Per vote (Eq. 4 or the shaped variant), aligned with ``votes``."""
 
     @property
     def civilians_win(self) -> bool:
@@ -144,7 +150,7 @@ class Game:
             raise ValueError(f"game {self.index} expected {len(turns)} outputs, got {len(outputs)}")
         self.turns.extend(turns)
         self.outputs.extend(outputs)
-        if turns[0].stage == "clue":
+        if turns[0].stage == Stage.CLUE:
             (turn,), (text,) = turns, outputs
             self.clues[turn.round].append(parse_clue(text))
             self._pending = self._next_after(turn.round, turn.player)
@@ -166,22 +172,23 @@ class Game:
     def _clue_turn(self, round_: int, player: int) -> Turn:
         is_spy = player == self.spy
         messages = clue_prompt(player, self.config.n_players, is_spy, self.spy_domain, self.clues, round_)
-        return self._turn("clue", player, "spy" if is_spy else "civilian", round_, 0, self.views[player], messages)
+        return self._turn(Stage.CLUE, player, "spy" if is_spy else "civilian", round_, 0, self.views[player], messages)
 
     def _vote_turns(self) -> list[Turn]:
         n, g = self.config.n_players, self.config.votes_per_voter
         if self.config.voting == "observer":
             messages = decision_prompt(None, n, self.clues)
-            return [self._turn("decision", OBSERVER, "observer", -1, s, "original", messages) for s in range(g)]
+            return [self._turn(Stage.DECISION, OBSERVER, "observer", -1, s, "original", messages) for s in range(g)]
         turns = []
         for p in range(n):
             if p != self.spy:  # the spy abstains
                 messages = decision_prompt(p, n, self.clues)
-                turns.extend(self._turn("decision", p, "civilian", -1, s, "original", messages) for s in range(g))
+                turns.extend(self._turn(Stage.DECISION, p, "civilian", -1, s, "original", messages) for s in range(g))
         return turns
 
-    def transcript(self, baselines: RoleBaselines | None = None) -> Transcript:
-        """Score the finished game. With ``baselines``, fold this game into them and fill ``clue_advantages``."""
+    def transcript(self) -> Transcript:
+        """Score the finished game: votes, tally and both stages' rewards. Advantages are training's business
+        (:mod:`vzero.rl.advantages`), so scoring a game never changes any state."""
         if not self.done:
             raise RuntimeError(f"game {self.index} is not over yet")
         cfg = self.config
@@ -189,14 +196,6 @@ class Game:
         # Votes per sampling round, so the clue rewards' scale does not grow with G (see vzero.game.rewards).
         per_round = [c / cfg.votes_per_voter for c in counts]
         c_rewards = clue_rewards(per_round, self.spy, cfg.beta, cfg.lam)
-        advantages = None
-        if baselines is not None:
-            civ = [p for p in range(cfg.n_players) if p != self.spy]
-            spy_adv, civ_adv = baselines.update(c_rewards[self.spy], [c_rewards[p] for p in civ])
-            advantages = [0.0] * cfg.n_players
-            advantages[self.spy] = spy_adv
-            for p, a in zip(civ, civ_adv):
-                advantages[p] = a
         d_rewards = decision_rewards(self.votes, self.spy, cfg.decision_reward)
         return Transcript(
             config=cfg,
@@ -210,13 +209,11 @@ class Game:
             votes=list(self.votes),
             tally=counts,
             clue_rewards=c_rewards,
-            clue_advantages=advantages,
             decision_rewards=d_rewards,
-            decision_advantages=group_normalize(d_rewards),
         )
 
 
-def play_games(games: Sequence[Game], policy: Policy) -> None:
+def play_games(games: Sequence[Game], policy: Responder) -> None:
     """Play games to the end together: each call of ``policy`` answers every game's pending turns at once."""
     while pending := [t for g in games for t in g.pending()]:
         outputs = list(policy(pending))
@@ -230,10 +227,8 @@ def play_games(games: Sequence[Game], policy: Policy) -> None:
                 i += k
 
 
-def play_game(
-    pair: Any, policy: Policy, config: GameConfig | None = None, seed: int = 0, baselines: RoleBaselines | None = None
-) -> Transcript:
+def play_game(pair: Any, policy: Responder, config: GameConfig | None = None, seed: int = 0) -> Transcript:
     """Play one game on ``pair`` (anything with ``domain``, ``meta`` and ``modified``) and score it."""
     game = Game(config or GameConfig(), pair.domain, seed, pair.meta, pair.modified is not None)
     play_games([game], policy)
-    return game.transcript(baselines)
+    return game.transcript()

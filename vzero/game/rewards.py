@@ -1,4 +1,6 @@
-"""Rewards and advantages of the two stages (VISION_ZERO.md §2), as plain functions of vote counts.
+"""Rewards of the two stages (VISION_ZERO.md §2), as plain functions of vote counts.
+
+Advantages (role baselines, Eq. 2, and group normalisation, Eq. 5) are training's: :mod:`vzero.rl.advantages`.
 
 Departure from the paper, for ``votes_per_voter`` G > 1: the clue rewards use votes received *per sampling round*
 (tally / G), so their scale does not depend on G. With G = 1, the paper's setting, the two agree exactly.
@@ -6,7 +8,6 @@ Departure from the paper, for ``votes_per_voter`` G > 1: the clue rewards use vo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from vzero.game.config import DecisionScheme
@@ -59,48 +60,3 @@ def decision_reward(vote: Vote, spy: int, scheme: DecisionScheme = "paper") -> f
 def decision_rewards(votes: Sequence[Vote], spy: int, scheme: DecisionScheme = "paper") -> list[float]:
     """:func:`decision_reward` for each vote."""
     return [decision_reward(v, spy, scheme) for v in votes]
-
-
-def group_normalize(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
-    """``(r - mean) / (std + eps)`` over one group (Eq. 5); all zeros when every reward is equal.
-
-    Uses the population std (ddof=0); a group of one has no spread and gets 0.
-    """
-    n = len(rewards)
-    if n == 0:
-        return []
-    mean = sum(rewards) / n
-    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
-    if std == 0.0:
-        return [0.0] * n
-    return [(r - mean) / (std + eps) for r in rewards]
-
-
-class RoleBaselines:
-    """Role-advantage estimation (Eq. 2): one EMA reward baseline per role, updated and then subtracted.
-
-    The baselines are training state: a callback owns the object, all-reduces it across ranks and checkpoints it.
-    """
-
-    def __init__(self, alpha: float = 0.95) -> None:
-        if not 0 <= alpha < 1:
-            raise ValueError(f"RoleBaselines alpha must be in [0, 1), got {alpha!r}")
-        self.alpha = alpha
-        self.spy = 0.0
-        self.civilian = 0.0
-
-    def update(self, spy_reward: float, civilian_rewards: Sequence[float]) -> tuple[float, list[float]]:
-        """Fold one game into the EMAs, then return ``(spy advantage, civilian advantages)`` against the new values."""
-        a = self.alpha
-        self.spy = a * self.spy + (1 - a) * spy_reward
-        self.civilian = a * self.civilian + (1 - a) * (sum(civilian_rewards) / len(civilian_rewards))
-        return spy_reward - self.spy, [r - self.civilian for r in civilian_rewards]
-
-    def state_dict(self) -> dict[str, float]:
-        return {"alpha": self.alpha, "spy": self.spy, "civilian": self.civilian}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.alpha, self.spy, self.civilian = float(state["alpha"]), float(state["spy"]), float(state["civilian"])
-
-    def __repr__(self) -> str:
-        return f"RoleBaselines(alpha={self.alpha}, spy={self.spy:.4f}, civilian={self.civilian:.4f})"

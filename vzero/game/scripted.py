@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vzero.game.game import Turn
+from vzero.game.game import Stage, Turn
 
 _SHAPES = ("cube", "sphere", "cylinder")
 _SIZES = ("small", "large")
@@ -41,7 +41,7 @@ class RandomPolicy:
         r = self.rng
         if r.random() < self.gibberish:
             return "".join(r.choice("ab{}\\ x1") for _ in range(r.randint(0, 40)))
-        if turn.stage == "clue":
+        if turn.stage == Stage.CLUE:
             obj = {"size": r.choice(_SIZES), "color": r.choice(_COLORS), "material": r.choice(_MATERIALS)}
             obj["shape"] = r.choice(_SHAPES)
             return f"I will name something. \\boxed{{There is a {_describe(obj)}.}}"
@@ -61,7 +61,7 @@ class OraclePolicy:
 
     def answer(self, turn: Turn) -> str:
         facts = _facts(turn.meta, turn.view)
-        if turn.stage == "clue":
+        if turn.stage == Stage.CLUE:
             said = _said(turn)
             if not facts:
                 return "I cannot see much. \\boxed{The picture looks ordinary.}"

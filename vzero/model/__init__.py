@@ -1,4 +1,4 @@
-"""Models: loading any HF image-text-to-text model (LoRA, QLoRA), the embedded tiny model, and the Policy wrapper."""
+"""Models: loading any HF image-text-to-text model (LoRA, QLoRA), the Policy wrapper, sampling settings, FSDP2 units."""
 
 from vzero.model.load import LoraSettings, ModelConfig, load_vlm, reference_copy
 from vzero.model.policy import Completion, ModelInputs, Picture, Policy

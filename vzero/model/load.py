@@ -1,7 +1,8 @@
 """Loading any HF image-text-to-text model, with LoRA or QLoRA, through the Auto classes.
 
 ``AutoModelForImageTextToText`` and ``AutoProcessor`` cover Qwen2.5-VL, Qwen2-VL and InternVL3 (``-hf`` checkpoints)
-with no model-specific code. The names ``tiny`` and ``tiny-random`` resolve to the embedded model's cached folders.
+with no model-specific code. The loader takes hub ids and folders only: the names of the embedded tiny model are
+resolved to folders above it (:func:`vzero.tiny.resolve`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-
-from vzero.model.tiny import resolve
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,8 @@ class ModelConfig:
     """Which model to train and how to load it."""
 
     name_or_path: str = "tiny"
-    """A hub id (``Qwen/Qwen2.5-VL-7B-Instruct``), a local folder, or ``tiny`` / ``tiny-random``."""
+    """A hub id (``Qwen/Qwen2.5-VL-7B-Instruct``), a local folder, or ``tiny`` / ``tiny-random`` (the embedded model,
+    which the training module resolves to its cached folder before loading)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: str | None = None
     """E.g. ``sdpa``, ``flash_attention_2``, ``eager``; None lets transformers choose."""
@@ -83,7 +83,8 @@ class ModelConfig:
 def load_vlm(config: ModelConfig | None = None, **overrides):
     """Load a model and its processor. Returns ``(model, processor)``; the model is a peft model when LoRA is set.
 
-    Accepts a :class:`ModelConfig` or its fields as keywords: ``load_vlm("tiny")``, ``load_vlm(name_or_path=...)``.
+    Accepts a :class:`ModelConfig` or its fields as keywords: ``load_vlm("Qwen/Qwen2.5-VL-7B-Instruct")``,
+    ``load_vlm(name_or_path=folder, lora=None)``. ``name_or_path`` is a hub id or a folder.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -91,7 +92,7 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
         overrides["name_or_path"] = config
         config = None
     cfg = ModelConfig(**{**(vars(config) if config else {}), **overrides})
-    path = resolve(cfg.name_or_path)
+    path = cfg.name_or_path
     proc_kwargs = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **proc_kwargs)
     kwargs = {"dtype": _DTYPES[cfg.dtype], "trust_remote_code": cfg.trust_remote_code}

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from vzero.model.load import is_vision
 from vzero.model.sampling import SamplingConfig
 
 
@@ -256,8 +257,6 @@ class Policy:
 
 
 def _vision_frozen(model) -> bool:
-    from vzero.model.load import is_vision
-
     return not any(p.requires_grad for n, p in model.named_parameters() if is_vision(n))
 
 

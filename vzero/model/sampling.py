@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vzero.game import Stage
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -43,7 +45,5 @@ class Sampling:
     clue: SamplingConfig = SamplingConfig(max_new_tokens=256)
     decision: SamplingConfig = SamplingConfig(max_new_tokens=256)
 
-    def for_stage(self, stage: str) -> SamplingConfig:
-        if stage not in ("clue", "decision"):
-            raise ValueError(f"stage must be 'clue' or 'decision', got {stage!r}")
-        return self.clue if stage == "clue" else self.decision
+    def for_stage(self, stage: Stage) -> SamplingConfig:
+        return self.clue if Stage(stage) is Stage.CLUE else self.decision

@@ -1,7 +1,8 @@
 """The KL-regularised policy-gradient objective of both stages (VISION_ZERO.md §3), as pure tensor functions.
 
-Per token: PPO-clip with ε, plus τ times the k3 estimate of KL(π || π_ref). The stage mask ``m_t`` enters as a weight
-per sequence, so ``L_t = m_t L_clue + (1 - m_t) L_dec`` without ever mixing the two stages' gradients.
+Per token: PPO-clip with ε, plus τ times the k3 estimate of KL(π || π_ref). The stage mask ``m_t`` of
+``L_t = m_t L_clue + (1 - m_t) L_dec`` is applied by selection: the batch these functions see holds the active stage's
+samples only, so the two stages' gradients never mix.
 
 Aggregation over tokens, for a batch scored in micro-batches with gradient accumulation:
 
@@ -77,29 +78,28 @@ def ppo_clip(
     return loss, (clipped < unclipped).float()  # [B, T], [B, T]
 
 
-def normalizer(mask: torch.Tensor, weights: torch.Tensor, aggregation: Aggregation) -> torch.Tensor:
-    """The denominator of the whole batch: its weighted token count, or its weighted sequence count.
+def normalizer(lengths: torch.Tensor, aggregation: Aggregation) -> torch.Tensor:
+    """The denominator of the whole batch, from every sequence's completion length: its token count, or its sequence
+    count. Computed once per step, so that micro-batches accumulate to the full-batch loss.
 
     Args:
-        mask: [B, T] 1 on completion tokens.
-        weights: [B] per-sequence weight (the stage mask).
+        lengths: [N] completion tokens per sequence of the whole batch.
     """
     if aggregation == "token_mean":
-        return (mask.sum(-1) * weights).sum().clamp_min(1.0)  # []
-    return weights.sum().clamp_min(1.0)  # []
+        return lengths.sum().float().clamp_min(1.0)  # []
+    return torch.tensor(float(len(lengths))).clamp_min(1.0)  # []
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, aggregation: Aggregation):
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: Aggregation) -> torch.Tensor:
     """Sum of a per-token quantity over a (micro-)batch, shaped for :func:`normalizer`'s denominator.
 
     Args:
-        per_token: [B, T]; mask: [B, T]; weights: [B].
+        per_token: [B, T]; mask: [B, T] 1 on completion tokens.
     """
     masked = per_token * mask  # [B, T]
     if aggregation == "token_mean":
-        return (masked.sum(-1) * weights).sum()  # []
-    per_seq = masked.sum(-1) / mask.sum(-1).clamp_min(1.0)  # [B]
-    return (per_seq * weights).sum()  # []
+        return masked.sum()  # []
+    return (masked.sum(-1) / mask.sum(-1).clamp_min(1.0)).sum()  # []
 
 
 def policy_loss(
@@ -108,7 +108,6 @@ def policy_loss(
     ref_logp: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    weights: torch.Tensor,
     norm: torch.Tensor,
     config: LossConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -116,18 +115,18 @@ def policy_loss(
 
     Args:
         logp, old_logp, ref_logp: [B, T] per-token log-probs (current, sampling, reference).
-        advantages: [B]; mask: [B, T]; weights: [B] stage mask (1 trains the sequence, 0 ignores it).
+        advantages: [B]; mask: [B, T] 1 on completion tokens.
         norm: the whole batch's :func:`normalizer`.
     """
     pg, clipped = ppo_clip(logp, old_logp, advantages, config.clip_eps)  # [B, T], [B, T]
     kl = k3_kl(logp, ref_logp)  # [B, T]
     agg = config.aggregation
-    pg_sum = aggregate(pg, mask, weights, agg)  # []
-    kl_sum = aggregate(kl, mask, weights, agg)  # []
+    pg_sum = aggregate(pg, mask, agg)  # []
+    kl_sum = aggregate(kl, mask, agg)  # []
     loss = (pg_sum + config.kl_coef * kl_sum) / norm  # []
     stats = {
         "pg": pg_sum.detach() / norm,
         "kl": kl_sum.detach() / norm,
-        "clip_frac": aggregate(clipped, mask, weights, agg).detach() / norm,
+        "clip_frac": aggregate(clipped, mask, agg).detach() / norm,
     }
     return loss, stats

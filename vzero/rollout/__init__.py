@@ -1,17 +1,7 @@
-"""Batched multi-agent rollouts and the training batch they produce."""
+"""Batched multi-agent rollouts, the training batch they produce, and the data module that streams them."""
 
-from vzero.model.sampling import Sampling, SamplingConfig
-from vzero.rollout.batch import CLUE, DECISION, TrainBatch, build_batch
+from vzero.rollout.batch import TrainBatch, build_batch
+from vzero.rollout.datamodule import GameRolloutDataModule
 from vzero.rollout.engine import RolloutEngine, RolloutTranscript, TurnSample
 
-__all__ = [
-    "CLUE",
-    "DECISION",
-    "RolloutEngine",
-    "RolloutTranscript",
-    "Sampling",
-    "SamplingConfig",
-    "TrainBatch",
-    "TurnSample",
-    "build_batch",
-]
+__all__ = ["GameRolloutDataModule", "RolloutEngine", "RolloutTranscript", "TrainBatch", "TurnSample", "build_batch"]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vzero.data.pairs.base import ImagePair, blank_like
-from vzero.game import Game, GameConfig, RoleBaselines, Transcript, Turn, play_games
+from vzero.game import Game, GameConfig, Transcript, Turn, play_games
 from vzero.model.policy import Picture, Policy
 from vzero.model.sampling import Sampling
 
@@ -43,21 +43,10 @@ class TurnSample:
 
 
 @dataclass
-class StageStats:
-    turns: int = 0
-    tokens: int = 0
-    """Generated tokens of this game in this stage."""
-    seconds: float = 0.0
-    """Wall time of the batched generate calls this game took part in (shared with the batch's other games)."""
-    truncated: int = 0
-
-
-@dataclass
 class RolloutTranscript(Transcript):
-    """A game's :class:`~vzero.game.Transcript` plus its token-level samples (aligned with ``turns``) and timings."""
+    """A game's :class:`~vzero.game.Transcript` plus its token-level samples, aligned with ``turns``."""
 
     samples: list[TurnSample] = field(default_factory=list)
-    stats: dict[str, StageStats] = field(default_factory=dict)
 
 
 class RolloutEngine:
@@ -76,14 +65,12 @@ class RolloutEngine:
         config: GameConfig,
         sampling: Sampling,
         seeds: Sequence[int] | None = None,
-        baselines: RoleBaselines | None = None,
         reference: Side | None = None,
     ) -> list[RolloutTranscript]:
-        """Play one game per pair, all at once, and score them.
+        """Play one game per pair, all at once, and score them (rewards; advantages are the batch builder's).
 
         Args:
             seeds: per-game seeds (they seat the spy); default ``0..B-1``.
-            baselines: role baselines folded in game order to fill ``clue_advantages``; None leaves them empty.
             reference: which turns the reference policy plays; None means the trained policy plays everything.
         """
         seeds = list(range(len(pairs))) if seeds is None else list(seeds)
@@ -95,7 +82,6 @@ class RolloutEngine:
         ]
         pictures = self._pictures(pairs, games)
         samples: list[list[TurnSample]] = [[] for _ in games]
-        stats = [{"clue": StageStats(), "decision": StageStats()} for _ in games]
 
         def respond(turns: Sequence[Turn]) -> list[str]:
             texts: list[str | None] = [None] * len(turns)
@@ -107,24 +93,20 @@ class RolloutEngine:
                 pics = [pictures[t.game][t.view] for t in group]
                 prompts = [self.policy.prompt_ids(t.messages, p) for t, p in zip(group, pics)]
                 with self.policy.reference() if on_reference else contextlib.nullcontext():
-                    comps, seconds = self.policy.generate(prompts, pics, sampling.for_stage(group[0].stage))
+                    comps, _ = self.policy.generate(prompts, pics, sampling.for_stage(group[0].stage))
                 for i, t, prompt, pic, comp in zip(idx, group, prompts, pics, comps):
                     text = self.policy.decode(comp.ids)
                     texts[i] = text
                     samples[t.game].append(TurnSample(t, prompt, comp.ids, comp.truncated, pic, text, on_reference))
-                    s = stats[t.game][t.stage]
-                    s.turns, s.tokens, s.truncated = s.turns + 1, s.tokens + len(comp.ids), s.truncated + comp.truncated
-                for g in {t.game for t in group}:
-                    stats[g][group[0].stage].seconds += seconds
             return texts  # type: ignore[return-value]
 
         play_games(games, respond)
         out = []
         for g, game in enumerate(games):
-            t = game.transcript(baselines)
+            t = game.transcript()
             order = {id(turn): k for k, turn in enumerate(t.turns)}
             aligned = sorted(samples[g], key=lambda s: order[id(s.turn)])
-            out.append(RolloutTranscript(**vars(t), samples=aligned, stats=stats[g]))
+            out.append(RolloutTranscript(**vars(t), samples=aligned))
         return out
 
     def _pictures(self, pairs: Sequence[ImagePair], games: Sequence[Game]) -> list[dict[str, Picture]]:

@@ -11,11 +11,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from PIL import Image
 
 OnError = Literal["raise", "skip"]
 """What a file-backed source does with bad input: ``raise`` a :class:`PairSourceError` naming the file, or ``skip`` it
 and record it in the source's ``skipped`` list."""
+
+
+def is_int(value: Any) -> bool:
+    """An int (Python or numpy), and not a bool: the check behind every count, seed and size argument."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 class PairSourceError(ValueError):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vzero.data.pairs.base import ImagePair, PairSource
+from vzero.data.pairs.base import ImagePair, PairSource, is_int
 
 KINDS = ("bar", "line", "pie")
 _DPI = 100
@@ -86,14 +86,14 @@ class ChartPairs(PairSource):
         size: tuple[int, int] = (480, 320),
         kinds: Sequence[str] = KINDS,
     ) -> None:
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if (
             not isinstance(size, Sequence)
             or len(size) != 2
-            or not all(_is_int(s) and _MIN_SIDE <= s <= _MAX_SIDE for s in size)
+            or not all(is_int(s) and _MIN_SIDE <= s <= _MAX_SIDE for s in size)
         ):
             raise ValueError(f"size must be (width, height) ints in [{_MIN_SIDE}, {_MAX_SIDE}], got {size!r}")
         if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not kinds:
@@ -149,10 +149,6 @@ class _Style:
 
     def fmt(self, value: float) -> str:
         return f"{value:.{self.decimals}f}"
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def _random_table(rng: np.random.Generator, kind: str) -> tuple[dict[str, Any], int, str, str]:

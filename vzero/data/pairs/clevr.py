@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from vzero.data.pairs.base import ImagePair, PairSource
+from vzero.data.pairs.base import ImagePair, PairSource, is_int
 
 SHAPES = ("cube", "sphere", "cylinder")
 SIZES = ("small", "large")
@@ -376,10 +376,6 @@ def render_scene(scene: dict[str, Any], size: tuple[int, int] = (480, 320)) -> I
     return _Renderer(scene, (int(size[0]), int(size[1]))).render(scene["objects"])
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 class ClevrPairs(PairSource):
     """CLEVR-style pairs whose modified picture changes the colour and the shape of ``n_changes`` objects.
 
@@ -399,16 +395,16 @@ class ClevrPairs(PairSource):
         n_objects: tuple[int, int] = (4, 6),
         n_changes: int = 2,
     ) -> None:
-        if not _is_int(n) or n < 0:
+        if not is_int(n) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(_is_int(s) and s >= 32 for s in size):
+        if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(is_int(s) and s >= 32 for s in size):
             raise ValueError(f"size must be (width, height), two ints >= 32, got {size!r}")
         lo_hi = tuple(n_objects) if isinstance(n_objects, (tuple, list)) else ()
-        if len(lo_hi) != 2 or not all(_is_int(k) for k in lo_hi) or not 1 <= lo_hi[0] <= lo_hi[1] <= 8:
+        if len(lo_hi) != 2 or not all(is_int(k) for k in lo_hi) or not 1 <= lo_hi[0] <= lo_hi[1] <= 8:
             raise ValueError(f"n_objects must be (low, high), ints with 1 <= low <= high <= 8, got {n_objects!r}")
-        if not _is_int(n_changes) or not 1 <= n_changes <= lo_hi[0]:
+        if not is_int(n_changes) or not 1 <= n_changes <= lo_hi[0]:
             raise ValueError(f"n_changes must be an int in [1, n_objects[0]={lo_hi[0]}], got {n_changes!r}")
         self.n, self.seed, self.n_changes = int(n), int(seed), int(n_changes)
         self.size, self.n_objects = (int(size[0]), int(size[1])), (int(lo_hi[0]), int(lo_hi[1]))

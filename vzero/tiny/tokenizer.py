@@ -1,47 +1,14 @@
-"""The embedded default model: a real ``Qwen2_5_VLForConditionalGeneration`` at toy size, built offline.
+"""The tiny model's tokenizer: a byte-level BPE trained on the game's own text, with Qwen's special tokens and a ChatML
+template.
 
-Nothing is downloaded. A byte-level BPE tokenizer is trained on the game's own text, Qwen's special tokens and a chat
-template are added, the standard Qwen2-VL image and video processors are attached, and the model is initialised from a
-seed. The result is saved with ``save_pretrained`` into the cache (``$VZERO_CACHE``, else ``~/.cache/vzero``), and
-loads back through the same ``from_pretrained`` path a hub checkpoint takes.
-
-Two names resolve to cached folders, built on first use:
-
-- ``tiny-random``: the random initialisation, for fast tests;
-- ``tiny``: the same model after a short self-supervised stage (:mod:`vzero.model.pretrain`), so that RL starts from a
-  model that already answers in the game's format, as a real VLM does.
+Its merges are learned in two stages: words first (Qwen2's pre-tokenizer), then phrases of the fixed instructions, so a
+prompt's rules cost few tokens while colours, shapes and digits stay single tokens.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
-import logging
-import os
 import random
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
-import torch
-
-log = logging.getLogger(__name__)
-
-_RANDOM_RECIPE = ("model/tiny.py", "game/prompts.py", "data/pairs/clevr.py")
-_PRETRAINED_RECIPE = (*_RANDOM_RECIPE, "model/pretrain.py", "model/policy.py")
-
-
-def recipe_fingerprint(parts: tuple[str, ...] = _PRETRAINED_RECIPE) -> str:
-    """A hash of the code that decides what a cached model contains (the builder, the prompts its tokenizer is trained
-    on, the renderer, the pretraining stage), so that a changed recipe is rebuilt rather than a stale cache reused."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update((root / part).read_bytes())
-    return digest.hexdigest()[:10]
-
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -53,12 +20,6 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 VOCAB_SIZE = 2048
-MIN_PIXELS, MAX_PIXELS = 16 * 28 * 28, 64 * 28 * 28  # 16-64 visual tokens per picture
-TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)
-VISION = dict(
-    depth=2, hidden_size=128, intermediate_size=256, num_heads=4, out_hidden_size=128, fullatt_block_indexes=[1]
-)
-MROPE_SECTION = [4, 6, 6]  # temporal/height/width split of the 16 rotary frequencies of a 32-wide head
 
 # Our own minimal ChatML template: text parts verbatim, each image as Qwen's vision placeholder.
 CHAT_TEMPLATE = (
@@ -73,59 +34,6 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
 )
-
-NAMES = ("tiny", "tiny-random")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VZERO_CACHE") or "~/.cache/vzero").expanduser()
-
-
-def resolve(name_or_path: str) -> str:
-    """Map ``tiny`` / ``tiny-random`` to their cached folders (building them once); pass anything else through."""
-    if name_or_path == "tiny-random":
-        return str(ensure_random())
-    if name_or_path == "tiny":
-        return str(ensure_pretrained())
-    return name_or_path
-
-
-def ensure_random(seed: int = 0) -> Path:
-    path = cache_dir() / f"tiny-random-{recipe_fingerprint(_RANDOM_RECIPE)}"
-    return _ensure(path, lambda out: build_random(out, seed))
-
-
-def ensure_pretrained() -> Path:
-    from vzero.model.pretrain import pretrain
-
-    source = ensure_random()
-    return _ensure(cache_dir() / f"tiny-{recipe_fingerprint()}", lambda out: pretrain(source, out))
-
-
-def _ensure(path: Path, build) -> Path:
-    if (path / "config.json").exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.parent / f".{path.name}.lock"):
-        if (path / "config.json").exists():  # another process built it while we waited
-            return path
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        log.info("building %s (once; cached afterwards)", path)
-        build(tmp)
-        os.replace(tmp, path)
-    return path
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    # One builder at a time across processes (pytest workers, DDP ranks); the others wait, then reuse its result.
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def game_corpus(n_games: int = 240, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -269,52 +177,3 @@ def _phrase_merges(counts: dict[tuple[str, ...], int], n: int, min_count: int = 
                     i += 1
             item[0] = out
     return merges
-
-
-def build_random(out: Path, seed: int = 0) -> Path:
-    """Build, seed and save the random-init tiny model with its processor to ``out``."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
-    tokenizer = build_tokenizer(*game_corpus(seed=seed))
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
-        chat_template=CHAT_TEMPLATE,
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            **TEXT,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": MROPE_SECTION},
-            bos_token_id=None,
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-            tie_word_embeddings=True,
-        ),
-        vision_config=dict(**VISION, window_size=112),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    gen = model.generation_config
-    gen.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    gen.pad_token_id = ids["<|endoftext|>"]
-    gen.bos_token_id = None
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out

@@ -1,9 +1,13 @@
 """``GameRolloutDataModule``: a stream of training batches, each freshly played by the current weights.
 
 The training step pulls its batch itself (``training_step(dataloader_iter)``), so Lightning never prefetches: every
-batch is played after the previous update, with the weights being trained. Each rank plays its own shard of the pairs,
-and every random choice of a step (which pairs, which seats, the sampled tokens) derives from ``(seed, rank, step)``,
-so a run is reproducible and a resumed run continues with new games instead of replaying old ones.
+batch is played after the previous update, with the weights being trained: the ``policy`` of the trainer's
+LightningModule. Each rank plays its own shard of the pairs, and every random choice of a step (which pairs, which
+seats, the sampled tokens) derives from ``(seed, rank, step)``, so a run is reproducible and a resumed run continues
+with new games instead of replaying old ones.
+
+The data module owns the rollout stream's state and checkpoints it: its position, and the RAE role baselines that each
+batch's games are folded into (averaged over ranks after every batch, so all ranks share them).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from vzero.data.pairs import ClevrPairs, PairSource
-from vzero.game import GameConfig, RoleBaselines
+from vzero.game import GameConfig
 from vzero.model.policy import Policy
 from vzero.model.sampling import Sampling
-from vzero.rollout import RolloutEngine, TrainBatch, build_batch
+from vzero.rl.advantages import RoleBaselines
+from vzero.rollout.batch import TrainBatch, build_batch
+from vzero.rollout.engine import RolloutEngine
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ class _Rollouts(IterableDataset):
 
     def __iter__(self):
         while True:
-            yield self.datamodule.next_batch()
+            yield self.datamodule.next_batch(self.datamodule.trainer.lightning_module.policy)
 
 
 class GameRolloutDataModule(L.LightningDataModule):
@@ -64,17 +70,12 @@ class GameRolloutDataModule(L.LightningDataModule):
         self.position = 0
         """Rollout steps played so far on this rank."""
         self.rank, self.world_size = 0, 1
-        self.policy: Policy | None = None
         self.baselines = RoleBaselines(self.game.alpha)
-        """Replaced by the stage callback's own object at fit start, so that it is checkpointed there."""
+        """RAE's role baselines (Eq. 2): training state, owned and checkpointed here."""
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
-
-    def attach(self, policy: Policy) -> None:
-        """Play with this policy from now on (the module calls this at fit start)."""
-        self.policy = policy
 
     @property
     def shard(self) -> PairSource:
@@ -83,10 +84,8 @@ class GameRolloutDataModule(L.LightningDataModule):
     def step_seed(self, position: int) -> int:
         return int(np.random.SeedSequence([self.seed, self.rank, position]).generate_state(1)[0])
 
-    def next_batch(self) -> TrainBatch:
-        """Play one step's games with the attached policy and build the training batch."""
-        if self.policy is None:
-            raise RuntimeError("GameRolloutDataModule has no policy: the LightningModule attaches it at fit start")
+    def next_batch(self, policy: Policy) -> TrainBatch:
+        """Play one step's games with ``policy`` and build the training batch."""
         shard = self.shard
         if len(shard) == 0:
             raise ValueError(f"rank {self.rank} of {self.world_size} has no pairs: the source holds {len(self.pairs)}")
@@ -97,17 +96,26 @@ class GameRolloutDataModule(L.LightningDataModule):
         start = time.perf_counter()
         pairs = [shard[int(i)] for i in picks]
         load_seconds = time.perf_counter() - start
-        devices = [self.policy.device] if self.policy.device.type == "cuda" else []
+        devices = [policy.device] if policy.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(step_seed)
-            engine = RolloutEngine(self.policy)
             start = time.perf_counter()
-            transcripts = engine.play(pairs, self.game, self.sampling, seeds=seats.tolist(), baselines=self.baselines)
+            transcripts = RolloutEngine(policy).play(pairs, self.game, self.sampling, seeds=seats.tolist())
             rollout_seconds = time.perf_counter() - start
         self.position += 1
-        batch = build_batch(transcripts)
+        batch = build_batch(transcripts, self.baselines)
+        self._sync_baselines()
         batch.timings = {"rollout": rollout_seconds, "pairs": load_seconds}
+        batch.baselines = {"rae/b_spy": self.baselines.spy, "rae/b_civ": self.baselines.civilian}
         return batch
+
+    def _sync_baselines(self) -> None:
+        """Average the baselines over ranks, so every rank continues from the same values."""
+        if self.world_size > 1:
+            values = torch.tensor([self.baselines.spy, self.baselines.civilian], dtype=torch.float64)
+            device = self.trainer.lightning_module.device
+            spy, civ = self.trainer.strategy.reduce(values.to(device), reduce_op="mean").tolist()
+            self.baselines.spy, self.baselines.civilian = spy, civ
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Rollouts(self), batch_size=None, num_workers=0)
@@ -117,9 +125,16 @@ class GameRolloutDataModule(L.LightningDataModule):
         return DataLoader([torch.zeros(1)], batch_size=None)
 
     def state_dict(self) -> dict:
-        return {"position": self.position, "seed": self.seed, "rank": self.rank, "world_size": self.world_size}
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "baselines": self.baselines.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed", self.seed) != self.seed:
             log.warning("resuming with data.seed=%s, but the checkpoint was played with %s", self.seed, state["seed"])
         self.position = int(state["position"])
+        self.baselines.load_state_dict(state["baselines"])

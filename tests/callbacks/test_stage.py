@@ -1,10 +1,12 @@
 from types import SimpleNamespace
 
-import pytest
 import torch
 
-from vzero.callbacks import IterativeSPO, WinRateEvaluation
-from vzero.rl.phases import CLUE, DECISION
+from vzero.callbacks import IterativeSPO
+from vzero.game import Stage
+from vzero.rl.stage import StageConfig
+
+CLUE, DECISION = Stage.CLUE, Stage.DECISION
 
 
 class FakeModule:
@@ -15,15 +17,10 @@ class FakeModule:
         self.logged.update(values)
 
 
-def fake_trainer(callbacks=(), metrics=None):
+def fake_trainer(metrics=None):
     strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
     return SimpleNamespace(
-        strategy=strategy,
-        world_size=1,
-        callbacks=list(callbacks),
-        callback_metrics=metrics if metrics is not None else {},
-        global_step=0,
-        datamodule=None,
+        strategy=strategy, world_size=1, callback_metrics=metrics if metrics is not None else {}, global_step=0
     )
 
 
@@ -43,18 +40,18 @@ def test_callback_switches_the_module_stage_by_the_paper_rule():
     stages = run_steps(cb, trainer, module, [(1.0, 0.0)] * 47)
     assert stages[:45] == [DECISION] * 45 and stages[45:] == [CLUE, CLUE]
     assert cb.switches[0]["from"] == "decision" and "easy" in cb.switches[0]["reason"]
-    assert module.logged["phases/switches"] == 1.0
+    assert module.logged["stage/switches"] == 1.0
 
 
 def test_pure_modes_never_switch_but_track_the_emas():
-    cb, module, trainer = IterativeSPO(patience=5), FakeModule(mode="clue"), fake_trainer()
+    cb, module, trainer = IterativeSPO(StageConfig(patience=5)), FakeModule(mode="clue"), fake_trainer()
     run_steps(cb, trainer, module, [(1.0, 0.0)] * 30)
     assert cb.switches == [] and cb.state.acc_ema > 0.7
 
 
 def test_patience_and_start_stage():
     cb, module, trainer = (
-        IterativeSPO(start="clue", patience=6, err_high=1.0, na_high=1.0),
+        IterativeSPO(StageConfig(start="clue", patience=6, err_high=1.0, na_high=1.0)),
         FakeModule(),
         fake_trainer(),
     )
@@ -63,13 +60,12 @@ def test_patience_and_start_stage():
 
 
 def test_plateau_of_the_win_rate_switches_once_per_evaluation():
-    evaluator = WinRateEvaluation(games=2)
     metrics = {}
-    cb = IterativeSPO(monitor="eval/win_rate", monitor_patience=2, k_min=1)
-    module, trainer = FakeModule(), fake_trainer([evaluator], metrics)
+    cb = IterativeSPO(StageConfig(monitor="eval/win_rate", monitor_patience=2, k_min=1))
+    module, trainer = FakeModule(), fake_trainer(metrics)
     for value in [0.5, 0.5, 0.5]:  # a new evaluation every other step, never better than the first
         metrics["eval/win_rate"] = torch.tensor(value)
-        evaluator.evaluations += 1
+        metrics["eval/step"] = torch.tensor(float(trainer.global_step))  # as WinRateEvaluation publishes it
         run_steps(cb, trainer, module, [(0.2, 0.0)] * 2)
     # Evaluation 1 sets the best, 2 and 3 do not improve: the switch comes with the third evaluation, not before.
     assert cb.switches[0]["step"] == 4 and "plateau" in cb.switches[0]["reason"]
@@ -78,10 +74,9 @@ def test_plateau_of_the_win_rate_switches_once_per_evaluation():
 
 
 def test_state_round_trip_continues_identically():
-    a, module, trainer = IterativeSPO(patience=7), FakeModule(), fake_trainer()
+    a, module, trainer = IterativeSPO(StageConfig(patience=7)), FakeModule(), fake_trainer()
     run_steps(a, trainer, module, [(0.3, 0.1)] * 9)
-    a.baselines.update(0.2, [-0.05, -0.05])
-    b = IterativeSPO(patience=7)
+    b = IterativeSPO(StageConfig(patience=7))
     b.load_state_dict(a.state_dict())
     assert b.state_dict() == a.state_dict()
     more = [(0.9, 0.0)] * 10
@@ -89,18 +84,3 @@ def test_state_round_trip_continues_identically():
     trainer_b.global_step = trainer.global_step
     assert run_steps(b, trainer_b, FakeModule(), more) == run_steps(a, trainer, FakeModule(), more)
     assert b.state_dict() == a.state_dict()
-
-
-def test_baselines_are_shared_with_the_data_module():
-    from vzero.game import GameConfig
-
-    cb = IterativeSPO()
-    datamodule = SimpleNamespace(baselines=None, game=GameConfig(alpha=0.9))
-    cb.setup(SimpleNamespace(datamodule=datamodule), None, "fit")
-    assert datamodule.baselines is cb.baselines and cb.baselines.alpha == 0.9
-
-
-@pytest.mark.parametrize("kwargs", [{"start": "both"}, {"monitor_patience": 0}])
-def test_invalid_arguments(kwargs):
-    with pytest.raises(ValueError, match="phases."):
-        IterativeSPO(**kwargs)

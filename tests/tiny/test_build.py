@@ -6,7 +6,8 @@ from pathlib import Path
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig
-from vzero.model.tiny import MAX_PIXELS, NAMES, cache_dir
+from vzero.tiny import NAMES, cache_dir
+from vzero.tiny.build import MAX_PIXELS
 
 
 def test_tiny_loads_offline_through_from_pretrained_and_generates(tiny_random_path, tmp_path):
@@ -63,7 +64,7 @@ def test_tokenizer_keeps_content_words_whole(tiny_random):
 def test_pretrained_tiny_answers_in_format(tiny_path):
     """The pretrained tiny model answers in the game's formats under greedy decoding, on held-out scenes."""
     from vzero.model import Policy, load_vlm
-    from vzero.model.pretrain import REPORT, evaluate
+    from vzero.tiny.pretrain import REPORT, evaluate
 
     report = json.loads((Path(tiny_path) / REPORT).read_text())
     assert report["clue_format_valid"] >= 0.9 and report["vote_format_valid"] >= 0.9
@@ -73,3 +74,22 @@ def test_pretrained_tiny_answers_in_format(tiny_path):
     pairs = ClevrPairs(n=4, seed=99, size=(240, 160))
     fresh = evaluate(Policy(model.eval(), processor), pairs, range(4), GameConfig())
     assert fresh["clue_format_valid"] >= 0.8 and fresh["vote_format_valid"] >= 0.8
+
+
+def test_names_resolve_to_folders_and_anything_else_passes_through(tiny_random_path):
+    from vzero.tiny import resolve
+
+    assert resolve("tiny-random") == tiny_random_path
+    assert resolve("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+def test_the_recipe_fingerprint_follows_the_code_not_the_file_names(monkeypatch):
+    import inspect
+    from types import ModuleType
+
+    from vzero.tiny import cache
+
+    sources = {"a": "X = 1\n", "moved.a": "X = 1\n", "c": "X = 2\n"}
+    monkeypatch.setattr(inspect, "getsource", lambda module: sources[module.__name__])
+    fingerprint = {name: cache.recipe_fingerprint((ModuleType(name),)) for name in sources}
+    assert fingerprint["a"] == fingerprint["moved.a"] != fingerprint["c"]

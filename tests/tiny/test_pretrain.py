@@ -2,7 +2,7 @@ import torch
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import parse_clue
-from vzero.model.pretrain import _spread, biggest_first, clue_target
+from vzero.tiny.pretrain import _spread, biggest_first, clue_target
 
 
 def test_spread_copies_each_cell_over_its_block_and_earlier_cells_claim_first():

@@ -1,0 +1,64 @@
+"""Advantages of both stages (VISION_ZERO.md §2), as plain functions of the game engine's rewards.
+
+- clues: role-advantage estimation (RAE, Eq. 2). One EMA baseline per role, updated with each game and then
+  subtracted; every clue of a player in a game shares that player's advantage. The baselines are training state, with
+  one owner (the rollout data module), which folds games in their order in the batch and checkpoints them;
+- votes: normalisation over one game's votes (Eq. 5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+class RoleBaselines:
+    """Role-advantage estimation (Eq. 2): one EMA reward baseline per role, updated and then subtracted."""
+
+    def __init__(self, alpha: float = 0.95) -> None:
+        if not 0 <= alpha < 1:
+            raise ValueError(f"RoleBaselines alpha must be in [0, 1), got {alpha!r}")
+        self.alpha = alpha
+        self.spy = 0.0
+        self.civilian = 0.0
+
+    def update(self, spy_reward: float, civilian_rewards: Sequence[float]) -> tuple[float, list[float]]:
+        """Fold one game into the EMAs, then return ``(spy advantage, civilian advantages)`` against the new values."""
+        a = self.alpha
+        self.spy = a * self.spy + (1 - a) * spy_reward
+        self.civilian = a * self.civilian + (1 - a) * (sum(civilian_rewards) / len(civilian_rewards))
+        return spy_reward - self.spy, [r - self.civilian for r in civilian_rewards]
+
+    def fold(self, clue_rewards: Sequence[float], spy: int) -> list[float]:
+        """:meth:`update` with one game's per-player clue rewards; returns the per-player advantages."""
+        civilians = [p for p in range(len(clue_rewards)) if p != spy]
+        spy_adv, civ_adv = self.update(clue_rewards[spy], [clue_rewards[p] for p in civilians])
+        advantages = [0.0] * len(clue_rewards)
+        advantages[spy] = spy_adv
+        for p, a in zip(civilians, civ_adv):
+            advantages[p] = a
+        return advantages
+
+    def state_dict(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "spy": self.spy, "civilian": self.civilian}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.alpha, self.spy, self.civilian = float(state["alpha"]), float(state["spy"]), float(state["civilian"])
+
+    def __repr__(self) -> str:
+        return f"RoleBaselines(alpha={self.alpha}, spy={self.spy:.4f}, civilian={self.civilian:.4f})"
+
+
+def group_normalize(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """``(r - mean) / (std + eps)`` over one group (Eq. 5); all zeros when every reward is equal.
+
+    Uses the population std (ddof=0); a group of one has no spread and gets 0.
+    """
+    n = len(rewards)
+    if n == 0:
+        return []
+    mean = sum(rewards) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
+    if std == 0.0:
+        return [0.0] * n
+    return [(r - mean) / (std + eps) for r in rewards]

@@ -1,0 +1,92 @@
+"""Where the tiny models live: names resolved to cached folders, each built once under a fingerprint of its recipe.
+
+``tiny-random`` and ``tiny`` resolve to folders in ``$VZERO_CACHE`` (default ``~/.cache/vzero``). A folder's name
+carries a hash of the source of every module that decides what the model contains (the builder, the tokenizer and the
+prompts it is trained on, the renderer, the pretraining stage and the policy it trains through), so a changed recipe
+is rebuilt rather than a stale cache reused, while moving a module without changing it keeps the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import inspect
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+from vzero.data.pairs import clevr
+from vzero.game import prompts
+from vzero.model import policy
+from vzero.tiny import build, pretrain, tokenizer
+
+log = logging.getLogger(__name__)
+
+NAMES = ("tiny", "tiny-random")
+RANDOM_RECIPE = (build, tokenizer, prompts, clevr)
+PRETRAINED_RECIPE = (*RANDOM_RECIPE, pretrain, policy)
+
+
+def recipe_fingerprint(modules: tuple[ModuleType, ...]) -> str:
+    """A hash of the source of ``modules``: the same code gives the same folder, wherever the modules live."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:10]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VZERO_CACHE") or "~/.cache/vzero").expanduser()
+
+
+def resolve(name_or_path: str) -> str:
+    """Map ``tiny`` / ``tiny-random`` to their cached folders (building them once); pass anything else through."""
+    if name_or_path == "tiny-random":
+        return str(ensure_random())
+    if name_or_path == "tiny":
+        return str(ensure_pretrained())
+    return name_or_path
+
+
+def ensure_random(seed: int = 0) -> Path:
+    """The random-init model's folder, built once."""
+    path = cache_dir() / f"tiny-random-{recipe_fingerprint(RANDOM_RECIPE)}"
+    return _ensure(path, lambda out: build.build_random(out, seed))
+
+
+def ensure_pretrained() -> Path:
+    """The pretrained model's folder, built once (from the random-init one)."""
+    source = ensure_random()
+    return _ensure(
+        cache_dir() / f"tiny-{recipe_fingerprint(PRETRAINED_RECIPE)}", lambda out: pretrain.pretrain(source, out)
+    )
+
+
+def _ensure(path: Path, build) -> Path:
+    if (path / "config.json").exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent / f".{path.name}.lock"):
+        if (path / "config.json").exists():  # another process built it while we waited
+            return path
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("building %s (once; cached afterwards)", path)
+        build(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    # One builder at a time across processes (pytest workers, DDP ranks); the others wait, then reuse its result.
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
