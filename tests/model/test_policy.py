@@ -77,13 +77,15 @@ def test_multimodal_placeholders_are_never_sampled(random_policy):
 
 
 def test_logprobs_match_the_full_forward(random_policy):
-    """Keeping only the completion's logits gives the same numbers as slicing a full forward pass."""
+    """Keeping only the completion's logits gives the same numbers as slicing a full forward pass (with the ids that
+    generation never samples removed from the distribution)."""
     prompts, pics = prompts_and_pictures(random_policy, 2)
     inputs = random_policy.pack(prompts, pics, [[50, 90, 110], [120]])
     with torch.no_grad():
         logp = random_policy.logprobs(inputs)
-        full = random_policy.model(**inputs.model_kwargs()).logits  # [B, T, V]
-    full_logp = torch.log_softmax(full[:, -4:-1].float(), -1).gather(-1, inputs.input_ids[:, -3:, None])[..., 0]
+        full = random_policy.model(**inputs.model_kwargs()).logits.float()  # [B, T, V]
+    full[..., random_policy.suppress_ids] = float("-inf")
+    full_logp = torch.log_softmax(full[:, -4:-1], -1).gather(-1, inputs.input_ids[:, -3:, None])[..., 0]
     assert torch.allclose(logp, full_logp * inputs.completion_mask, atol=1e-5)
 
 
@@ -110,3 +112,69 @@ def test_a_trainable_vision_tower_is_never_cached(tiny_random_path):
 
     model, processor = load_vlm(tiny_random_path, lora=LoraSettings(adapt_vision=True))
     assert not Policy(model, processor).cache_vision
+
+
+def test_sampled_rows_depend_on_their_keys_not_on_their_batch(random_policy):
+    prompts, pics = prompts_and_pictures(random_policy, 5)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=10)
+    keys = [11, 22, 33, 44, 55]
+    whole, _ = random_policy.generate(prompts, pics, sampling, keys=keys)
+    chunked = Policy(random_policy.model, random_policy.processor, max_batch_size=2)
+    assert [c.ids for c in chunked.generate(prompts, pics, sampling, keys=keys)[0]] == [c.ids for c in whole]
+    (alone,), _ = random_policy.generate(prompts[3:4], pics[3:4], sampling, keys=keys[3:4])
+    assert alone.ids == whole[3].ids
+    other, _ = random_policy.generate(prompts, pics, sampling, keys=[k + 1 for k in keys])
+    assert [c.ids for c in other] != [c.ids for c in whole]  # and the keys do matter
+
+
+def test_logprobs_are_those_of_the_tempered_distribution_generate_samples(random_policy):
+    """At T = 0.7, scoring the generated tokens gives the log-probs of HF's own tempered sampling distribution."""
+    prompts, pics = prompts_and_pictures(random_policy, 3)
+    inputs = random_policy.pack(prompts, pics).to(random_policy.device)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = random_policy.model.generate(
+            **inputs.model_kwargs(),
+            do_sample=True,
+            temperature=0.7,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=8,
+            suppress_tokens=random_policy.suppress_ids,
+            eos_token_id=sorted(random_policy.eos_ids),
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=random_policy.pad_id,
+        )
+    new = out.sequences[:, inputs.input_ids.shape[1] :].tolist()  # [B, 8]
+    ends = [next((j + 1 for j, t in enumerate(row) if t in random_policy.eos_ids), len(row)) for row in new]
+    completions = [row[:end] for row, end in zip(new, ends)]
+    sampled = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)  # [B, 8, V]
+    expected = sampled.gather(-1, torch.tensor(new).unsqueeze(-1)).squeeze(-1)  # [B, 8]
+    packed = random_policy.pack(prompts, pics, completions)
+    with torch.no_grad():
+        scored = random_policy.logprobs(packed, temperature=0.7)  # [B, C], right-aligned
+        untempered = random_policy.logprobs(packed)
+    for i, end in enumerate(ends):
+        assert (scored[i, scored.shape[1] - end :] - expected[i, :end]).abs().max() < 1e-4
+        assert (untempered[i, scored.shape[1] - end :] - expected[i, :end]).abs().max() > 1e-2  # T = 1: off-policy
+
+
+def test_mixed_rows_equal_separate_adapter_on_and_off_calls(tiny_random_path):
+    from vzero.model import load_vlm
+
+    model, processor = load_vlm(tiny_random_path)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)  # an adapter that matters
+    policy = Policy(model.eval(), processor)
+    prompts, pics = prompts_and_pictures(policy, 4)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=10)
+    keys, flags = [1, 2, 3, 4], [False, True, True, False]
+    mixed, _ = policy.generate(prompts, pics, sampling, keys=keys, reference=flags)
+    trained, _ = policy.generate(prompts, pics, sampling, keys=keys)
+    with policy.reference():
+        reference, _ = policy.generate(prompts, pics, sampling, keys=keys)
+    assert [m.ids for m in mixed] == [(r if f else t).ids for t, r, f in zip(trained, reference, flags)]
+    assert [t.ids for t in trained] != [r.ids for r in reference]

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
+from transformers import LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vzero.model.load import is_vision
-from vzero.model.sampling import SamplingConfig
+from vzero.model.sampling import KeyedSampler, SamplingConfig
 
 
 @dataclass(eq=False)
@@ -138,6 +139,18 @@ class Policy:
         finally:
             self._on_reference = False
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[Policy]:
+        """Within this block the model runs in eval mode (no dropout), as evaluation and peft's mixed-adapter batches
+        need (a mixed batch enters it by itself); each module's own mode is restored afterwards."""
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            yield self
+        finally:
+            for module, training in modes:
+                module.training = training
+
     @property
     def _net(self):
         return self.reference_model if self._on_reference and self.reference_model is not None else self.model
@@ -213,26 +226,58 @@ class Policy:
 
     @torch.no_grad()
     def generate(
-        self, prompts: Sequence[list[int]], pictures: Sequence[Picture], sampling: SamplingConfig
+        self,
+        prompts: Sequence[list[int]],
+        pictures: Sequence[Picture],
+        sampling: SamplingConfig,
+        keys: Sequence[int] | None = None,
+        reference: Sequence[bool] | None = None,
     ) -> tuple[list[Completion], float]:
-        """Sample one completion per prompt, in chunks of ``max_batch_size``. Returns them and the seconds spent."""
+        """Sample one completion per prompt, in chunks of ``max_batch_size``. Returns them and the seconds spent.
+
+        Args:
+            keys: one sampling key per row (:mod:`vzero.model.sampling`): a row's completion depends on its prompt,
+                picture and key only. None draws keys from torch's global generator.
+            reference: per row, True to generate it with the reference policy (the adapter off) and False with the
+                trained one, in the same batch (peft's mixed-adapter batches; a frozen copy gets its own call). None
+                leaves every row to the current policy (see :meth:`reference`).
+        """
         start, out = time.perf_counter(), []
+        if keys is None:
+            keys = (
+                torch.randint(-(2**63), 2**63 - 1, (len(prompts),)).tolist()
+                if sampling.temperature
+                else [0] * len(prompts)
+            )
+        flags = [self._on_reference] * len(prompts) if reference is None else [bool(r) for r in reference]
         for lo in range(0, len(prompts), self.max_batch_size):
-            hi = lo + self.max_batch_size
-            out.extend(self._generate_chunk(prompts[lo:hi], pictures[lo:hi], sampling))
+            rows = slice(lo, lo + self.max_batch_size)
+            out.extend(self._generate_chunk(prompts[rows], pictures[rows], sampling, keys[rows], flags[rows]))
         return out, time.perf_counter() - start
 
-    def _generate_chunk(self, prompts, pictures, sampling: SamplingConfig) -> list[Completion]:
+    def _generate_chunk(self, prompts, pictures, sampling: SamplingConfig, keys, flags) -> list[Completion]:
+        if self.reference_model is not None and len(set(flags)) > 1:
+            # Two models cannot share a batch: each side gets its own call. Keyed sampling makes each row's draw
+            # independent of the split.
+            out: list[Completion | None] = [None] * len(prompts)
+            for side in (False, True):
+                idx = [i for i, f in enumerate(flags) if f == side]
+                chunk = self._generate_chunk(
+                    [prompts[i] for i in idx],
+                    [pictures[i] for i in idx],
+                    sampling,
+                    [keys[i] for i in idx],
+                    [side] * len(idx),
+                )
+                for i, c in zip(idx, chunk):
+                    out[i] = c
+            return out  # type: ignore[return-value]
         inputs = self.pack(prompts, pictures).to(self.device)
-        kwargs = sampling.generate_kwargs()
-        seqs = self._net.generate(
-            **inputs.model_kwargs(),
-            **kwargs,
-            eos_token_id=sorted(self.eos_ids),
-            pad_token_id=self.pad_id,
-            suppress_tokens=self.suppress_ids or None,
-            synced_gpus=self.synced_gpus,
-        )
+        processors = []
+        if sampling.temperature > 0:
+            key_tensor = torch.tensor(list(keys), dtype=torch.long, device=self.device)
+            processors.append(KeyedSampler(key_tensor, sampling.temperature, sampling.top_p))
+        seqs = self._generate_call(inputs, sampling, processors, flags)
         new = seqs[:, inputs.input_ids.shape[1] :].tolist()  # [B, N]
         completions = []
         for row in new:
@@ -243,13 +288,46 @@ class Policy:
                 completions.append(Completion(row[: end + 1], False))
         return completions
 
-    def logprobs(self, inputs: ModelInputs) -> torch.Tensor:
+    def _generate_call(self, inputs: ModelInputs, sampling: SamplingConfig, processors: list, flags: list[bool]):
+        """One ``generate`` over the batch; mixed rows run with peft's per-row adapter names (``__base__`` = off)."""
+        kwargs = dict(
+            **inputs.model_kwargs(),
+            **sampling.generate_kwargs(),
+            logits_processor=LogitsProcessorList(processors),
+            eos_token_id=sorted(self.eos_ids),
+            pad_token_id=self.pad_id,
+            suppress_tokens=self.suppress_ids or None,
+            synced_gpus=self.synced_gpus,
+        )
+        if self._on_reference and not all(flags):
+            raise ValueError("rows for the trained policy were asked for inside policy.reference()")
+        if not any(flags):
+            return self._net.generate(**kwargs)
+        if all(flags):
+            with self.reference():
+                return self._net.generate(**kwargs)
+        active = self.model.active_adapter
+        with self.frozen():  # peft refuses per-row adapters in training mode
+            return self.model.generate(**kwargs, adapter_names=["__base__" if f else active for f in flags])
+
+    def logprobs(self, inputs: ModelInputs, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Log-probs of each row's completion tokens under the current (or reference) policy: ``[B, C]``, right-aligned
-        like ``inputs.completion_mask`` (0 where the mask is 0). Gradients flow unless called under ``no_grad``."""
+        like ``inputs.completion_mask`` (0 where the mask is 0). Gradients flow unless called under ``no_grad``.
+
+        They are the log-probs of the distribution the tokens were sampled from: the logits divided by the sampling
+        ``temperature`` (a number, or one per row), with the ids generation suppresses removed, as TRL and verl score.
+        Top-p is not applied: a nucleus is a property of one sampling step, and the ratio of two policies' full
+        distributions is what PPO's importance weight and the KL estimate need (with ``top_p`` 1, the default,
+        scoring and sampling agree exactly).
+        """
         inputs = inputs.to(self.device)
         c = inputs.completion_mask.shape[1]
         out = self._net(**inputs.model_kwargs(), logits_to_keep=c + 1, use_cache=False)
         logits = out.logits[:, :-1].float()  # [B, C, V]: position t predicts token t + 1
+        t = torch.as_tensor(temperature, dtype=logits.dtype, device=logits.device)
+        logits = logits / (t.view(-1, 1, 1) if t.ndim else t)  # [B, C, V]
+        if self.suppress_ids:
+            logits[..., self.suppress_ids] = float("-inf")  # never sampled, so never in the sampling distribution
         targets = inputs.input_ids[:, -c:]  # [B, C]
         # log softmax at the targets only: no second [B, C, V] tensor, which matters at a real vocabulary's size
         logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # [B, C]
