@@ -4,7 +4,7 @@ import torch
 
 from vzero.callbacks import IterativeSPO
 from vzero.data.pairs import ClevrPairs
-from vzero.game import Stage
+from vzero.game import GameConfig, Stage
 from vzero.model import ModelConfig
 from vzero.model.sampling import Sampling, SamplingConfig
 from vzero.module import VisionZeroModule
@@ -57,3 +57,22 @@ def test_trained_stages_follow_the_mode_and_the_handed_in_stage():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="model.mode"):
         VisionZeroModule(mode="alternate")
+
+
+def test_each_sample_is_scored_at_the_temperature_it_was_sampled_at(random_policy):
+    from vzero.rl.advantages import RoleBaselines
+    from vzero.rollout import RolloutEngine, build_batch
+
+    sampling = Sampling(SamplingConfig(temperature=0.7, max_new_tokens=6), SamplingConfig(max_new_tokens=4))
+    pairs = ClevrPairs(n=2, seed=3, size=(96, 64))
+    batch = build_batch(
+        RolloutEngine(random_policy).play([pairs[0], pairs[1]], GameConfig(), sampling), RoleBaselines()
+    )
+    module = VisionZeroModule(mode="both")
+    module.__dict__["policy"] = random_policy
+    micro = module._micro_batches(batch)
+    temps = torch.cat([t for _, _, t in micro]).tolist()
+    assert temps == pytest.approx([0.7 if s == Stage.CLUE else 1.0 for s in batch.stages])
+    rows, inputs, t = micro[0]
+    with torch.no_grad():
+        assert torch.equal(module._score(micro[:1], reference=False)[0], random_policy.logprobs(inputs, t))

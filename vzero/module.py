@@ -168,8 +168,9 @@ class VisionZeroModule(L.LightningModule):
             metric.reset()
         return out
 
-    def _micro_batches(self, batch: TrainBatch) -> list[tuple[slice, ModelInputs]]:
-        """The batch's stored tokens, packed once per step into micro-batches that every pass reuses."""
+    def _micro_batches(self, batch: TrainBatch) -> list[tuple[slice, ModelInputs, torch.Tensor]]:
+        """The batch's stored tokens, packed once per step into micro-batches that every pass reuses, each with its
+        rows' sampling temperatures ([b]), at which every pass scores them."""
         size = self.loss_config.micro_batch_size
         out = []
         for lo in range(0, len(batch), size):
@@ -177,14 +178,14 @@ class VisionZeroModule(L.LightningModule):
             inputs = self.policy.pack(
                 [s.prompt_ids for s in samples], [s.picture for s in samples], [s.completion_ids for s in samples]
             )
-            out.append((slice(lo, lo + len(samples)), inputs))
+            out.append((slice(lo, lo + len(samples)), inputs, torch.tensor([s.temperature for s in samples])))
         return out
 
     @torch.no_grad()
-    def _score(self, micro: list[tuple[slice, ModelInputs]], reference: bool) -> list[torch.Tensor]:
+    def _score(self, micro: list[tuple[slice, ModelInputs, torch.Tensor]], reference: bool) -> list[torch.Tensor]:
         """Log-probs of the stored tokens, per micro-batch: [b, C] each."""
         with self.policy.reference() if reference else contextlib.nullcontext():
-            return [self.policy.logprobs(inputs) for _, inputs in micro]
+            return [self.policy.logprobs(inputs, temps) for _, inputs, temps in micro]
 
     def _update(self, batch: TrainBatch, micro, ref_logps, old_logps) -> dict[str, float]:
         """``ppo_epochs`` optimizer steps over the batch, accumulating micro-batch gradients within each."""
@@ -197,8 +198,8 @@ class VisionZeroModule(L.LightningModule):
         grad_norm = torch.tensor(0.0)
         trainable = [p for p in self.net.parameters() if p.requires_grad]
         for _ in range(cfg.ppo_epochs):
-            for k, (rows, inputs) in enumerate(micro):
-                logp = self.policy.logprobs(inputs)  # [b, C]
+            for k, (rows, inputs, temps) in enumerate(micro):
+                logp = self.policy.logprobs(inputs, temps)  # [b, C]
                 mask = inputs.completion_mask.to(logp.device)  # [b, C]
                 old = logp.detach() if old_logps is None else old_logps[k]  # [b, C]
                 adv = batch.advantage[rows].to(logp.device)  # [b]

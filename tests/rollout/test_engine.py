@@ -22,9 +22,9 @@ class CountingPolicy(Policy):
         super().__init__(*args, **kwargs)
         self.batch_sizes = []
 
-    def _generate_chunk(self, prompts, pictures, sampling):
-        self.batch_sizes.append(len(prompts))
-        return super()._generate_chunk(prompts, pictures, sampling)
+    def _generate_call(self, inputs, *args):
+        self.batch_sizes.append(len(inputs.input_ids))
+        return super()._generate_call(inputs, *args)
 
 
 def test_batched_play_equals_per_game_play(random_policy, pairs):
@@ -44,6 +44,14 @@ def test_one_generate_per_speaker_slot_and_one_for_all_votes(tiny_random, pairs)
     chunked = CountingPolicy(*tiny_random, max_batch_size=3)
     RolloutEngine(chunked).play(pairs, CONFIG, GREEDY)
     assert chunked.batch_sizes == [3, 1] * (n_players * rounds) + [3, 3, 3, 3]
+
+
+def test_reference_rows_share_their_turns_call(tiny_path, pairs):
+    from vzero.model import load_vlm
+
+    policy = CountingPolicy(*load_vlm(tiny_path))  # with an adapter: the reference rows run with it off
+    RolloutEngine(policy).play(pairs, CONFIG, GREEDY, reference=lambda t: t.role == "spy")
+    assert policy.batch_sizes == [4] * (CONFIG.n_players * CONFIG.clue_rounds) + [4 * CONFIG.n_civilians]
 
 
 def test_each_turn_carries_its_speakers_picture(random_policy, pairs):

@@ -96,12 +96,10 @@ class GameRolloutDataModule(L.LightningDataModule):
         start = time.perf_counter()
         pairs = [shard[int(i)] for i in picks]
         load_seconds = time.perf_counter() - start
-        devices = [policy.device] if policy.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(step_seed)
-            start = time.perf_counter()
-            transcripts = RolloutEngine(policy).play(pairs, self.game, self.sampling, seeds=seats.tolist())
-            rollout_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        engine = RolloutEngine(policy)
+        transcripts = engine.play(pairs, self.game, self.sampling, seeds=seats.tolist(), sample_seed=step_seed)
+        rollout_seconds = time.perf_counter() - start
         self.position += 1
         batch = build_batch(transcripts, self.baselines)
         self._sync_baselines()

@@ -12,14 +12,13 @@ for training, so the EOS token is never learned. Here the sampled ids, EOS inclu
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vzero.data.pairs.base import ImagePair, blank_like
 from vzero.game import Game, GameConfig, Transcript, Turn, play_games
 from vzero.model.policy import Picture, Policy
-from vzero.model.sampling import Sampling
+from vzero.model.sampling import Sampling, row_key
 
 Side = Callable[[Turn], bool]
 """Routes a turn to the reference policy (True) or the trained one (False); used by win-rate evaluation."""
@@ -40,6 +39,8 @@ class TurnSample:
     """Decoded completion, for parsing and logs only."""
     reference: bool = False
     """True when the frozen reference policy produced it."""
+    temperature: float = 1.0
+    """The temperature its log-probs are scored at: the one it was sampled at (1 for greedy decoding)."""
 
 
 @dataclass
@@ -66,12 +67,18 @@ class RolloutEngine:
         sampling: Sampling,
         seeds: Sequence[int] | None = None,
         reference: Side | None = None,
+        sample_seed: int = 0,
     ) -> list[RolloutTranscript]:
         """Play one game per pair, all at once, and score them (rewards; advantages are the batch builder's).
+
+        Every turn is one ``generate`` over all games, the reference policy's rows included (they run with the
+        adapter off in the same batch), so every rank makes the same calls whatever the roles.
 
         Args:
             seeds: per-game seeds (they seat the spy); default ``0..B-1``.
             reference: which turns the reference policy plays; None means the trained policy plays everything.
+            sample_seed: with the game's seed and the turn, keys each row's sampling noise: the same
+                ``(sample_seed, seeds)`` replay the same draws, whichever policy plays which turn.
         """
         seeds = list(range(len(pairs))) if seeds is None else list(seeds)
         if len(seeds) != len(pairs):
@@ -84,29 +91,23 @@ class RolloutEngine:
         samples: list[list[TurnSample]] = [[] for _ in games]
 
         def respond(turns: Sequence[Turn]) -> list[str]:
-            texts: list[str | None] = [None] * len(turns)
-            for on_reference in (False, True):
-                idx = [i for i, t in enumerate(turns) if bool(reference and reference(t)) == on_reference]
-                if not idx:
-                    continue
-                group = [turns[i] for i in idx]
-                pics = [pictures[t.game][t.view] for t in group]
-                prompts = [self.policy.prompt_ids(t.messages, p) for t, p in zip(group, pics)]
-                with self.policy.reference() if on_reference else contextlib.nullcontext():
-                    comps, _ = self.policy.generate(prompts, pics, sampling.for_stage(group[0].stage))
-                for i, t, prompt, pic, comp in zip(idx, group, prompts, pics, comps):
-                    text = self.policy.decode(comp.ids)
-                    texts[i] = text
-                    samples[t.game].append(TurnSample(t, prompt, comp.ids, comp.truncated, pic, text, on_reference))
-            return texts  # type: ignore[return-value]
+            stage_sampling = sampling.for_stage(turns[0].stage)
+            flags = [bool(reference and reference(t)) for t in turns]
+            keys = [row_key(sample_seed, seeds[t.game], str(t.stage), t.round, t.player, t.sample) for t in turns]
+            pics = [pictures[t.game][t.view] for t in turns]
+            prompts = [self.policy.prompt_ids(t.messages, p) for t, p in zip(turns, pics)]
+            comps, _ = self.policy.generate(prompts, pics, stage_sampling, keys=keys, reference=flags)
+            texts = [self.policy.decode(c.ids) for c in comps]
+            for t, prompt, pic, comp, text, flag in zip(turns, prompts, pics, comps, texts, flags):
+                samples[t.game].append(
+                    TurnSample(t, prompt, comp.ids, comp.truncated, pic, text, flag, stage_sampling.scoring_temperature)
+                )
+            return texts
 
         play_games(games, respond)
         out = []
         for g, game in enumerate(games):
-            t = game.transcript()
-            order = {id(turn): k for k, turn in enumerate(t.turns)}
-            aligned = sorted(samples[g], key=lambda s: order[id(s.turn)])
-            out.append(RolloutTranscript(**vars(t), samples=aligned))
+            out.append(RolloutTranscript(**vars(game.transcript()), samples=samples[g]))  # both in play order
         return out
 
     def _pictures(self, pairs: Sequence[ImagePair], games: Sequence[Game]) -> list[dict[str, Picture]]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vzero.game import Transcript
+from vzero.game import Stage, Transcript
 from vzero.rollout.batch import TrainBatch
 
 ROLLOUT_KEYS = (
     "decision/acc",
     "decision/na_rate",
     "decision/invalid_rate",
+    "decision/self_rate",
     "clue/invalid_rate",
     "reward/spy",
     "reward/civilian",
@@ -31,13 +32,15 @@ def _ratio(part: int, whole: int) -> tuple[float, float]:
 
 
 def vote_counts(transcripts: Sequence[Transcript]) -> dict[str, int]:
-    """Votes cast over ``transcripts``: all of them, those for the spy, N/A and invalid ones."""
-    counts = {"votes": 0, "correct": 0, "na": 0, "invalid": 0}
+    """Votes cast over ``transcripts``: all of them, those for the spy, N/A, invalid ones, and voters' own numbers."""
+    counts = {"votes": 0, "correct": 0, "na": 0, "invalid": 0, "self": 0}
     for t in transcripts:
+        voters = [turn.player for turn in t.turns if turn.stage == Stage.DECISION]
         counts["votes"] += len(t.votes)
         counts["correct"] += sum(v == t.spy for v in t.votes)
         counts["na"] += sum(v == "n/a" for v in t.votes)
         counts["invalid"] += sum(v == "invalid" for v in t.votes)
+        counts["self"] += sum(v == voter for v, voter in zip(t.votes, voters))
     return counts
 
 
@@ -59,6 +62,7 @@ def rollout_metrics(batch: TrainBatch) -> dict[str, tuple[float, float]]:
         "decision/acc": _ratio(votes["correct"], votes["votes"]),
         "decision/na_rate": _ratio(votes["na"], votes["votes"]),
         "decision/invalid_rate": _ratio(votes["invalid"], votes["votes"]),
+        "decision/self_rate": _ratio(votes["self"], votes["votes"]),
         "clue/invalid_rate": _mean([float(c is None) for c in clues]),
         "reward/spy": _mean(spy_r),
         "reward/civilian": _mean(civ_r),
