@@ -1,15 +1,20 @@
-"""``WinRateEvaluation``: the trained policy against the frozen reference (paper Fig. 6).
+"""``WinRateEvaluation``: the trained policy against the frozen reference (paper Fig. 6), with 95% intervals.
 
-Each evaluation plays ``games`` games on fixed pairs with fixed seats and sampling seeds, so curves compare across
-steps and runs: every pair is played twice, once with the trained policy as the civilians (and the observer, if any)
-against the reference as the spy, and once with the roles swapped. The reference players generate with the adapter
-off, the trained ones with it on. Because both halves replay the same games, a policy evaluated against itself scores
-exactly ``win_rate_civilian + win_rate_spy = 1`` and ``win_rate = 0.5``.
+Each evaluation plays ``games`` games on fixed held-out pairs with fixed seats and sampling keys, so curves compare
+across steps and runs: every pair is played twice, once with the trained policy as the civilians against the reference
+as the spy, and once with the roles swapped. Every turn of a half is one ``generate`` over all of a rank's games, the
+reference rows with the adapter off, and each row's sampling noise is keyed by the game and the turn, not by who plays
+it (:mod:`vzero.model.sampling`). So a policy evaluated against itself replays identical games in both halves and
+scores ``win_rate = 0.5`` exactly, with sampling on, for any number of games per rank; and every rank makes the same
+``generate`` calls (ranks with fewer games pad with uncounted ones), which FSDP's collectives need.
+
+The interval of each rate is Wilson's score interval at 95% over the games (or votes) it counts.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import lightning as L
@@ -36,6 +41,23 @@ COUNT_KEYS = (
     "dec_n",
     "dec_len",
 )
+RATES = {  # rate -> (successes, trials) among the counts
+    "eval/win_rate": (("wins_civ", "wins_spy"), ("games_civ", "games_spy")),
+    "eval/win_rate_civilian": (("wins_civ",), ("games_civ",)),
+    "eval/win_rate_spy": (("wins_spy",), ("games_spy",)),
+    "eval/decision_acc": (("correct",), ("votes",)),
+    "eval/na_rate": (("na",), ("votes",)),
+}
+
+
+def wilson(successes: float, trials: float, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's score interval for a proportion (95% by default); (0, 1) when there are no trials."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def win_counts(as_civilians: Sequence[Transcript], as_spy: Sequence[Transcript]) -> dict[str, float]:
@@ -55,20 +77,26 @@ def win_counts(as_civilians: Sequence[Transcript], as_spy: Sequence[Transcript])
 
 
 def win_rates(c: dict[str, float]) -> dict[str, float]:
-    """The logged metrics, from (possibly rank-summed) counts."""
+    """The logged metrics, from (possibly rank-summed) counts: each rate with its interval (``_lo``, ``_hi``)."""
+    out = {}
+    for name, (wins, games) in RATES.items():
+        k, n = sum(c[w] for w in wins), sum(c[g] for g in games)
+        out[name] = k / n if n else 0.0
+        out[f"{name}_lo"], out[f"{name}_hi"] = wilson(k, n)
+    out["eval/games"] = c["games_civ"] + c["games_spy"]
+    out["eval/len_clue"] = c["clue_len"] / c["clue_n"] if c["clue_n"] else 0.0
+    out["eval/len_decision"] = c["dec_len"] / c["dec_n"] if c["dec_n"] else 0.0
+    return out
 
-    def div(a: float, b: float) -> float:
-        return a / b if b else 0.0
 
-    return {
-        "eval/win_rate": div(c["wins_civ"] + c["wins_spy"], c["games_civ"] + c["games_spy"]),
-        "eval/win_rate_civilian": div(c["wins_civ"], c["games_civ"]),
-        "eval/win_rate_spy": div(c["wins_spy"], c["games_spy"]),
-        "eval/decision_acc": div(c["correct"], c["votes"]),
-        "eval/na_rate": div(c["na"], c["votes"]),
-        "eval/len_clue": div(c["clue_len"], c["clue_n"]),
-        "eval/len_decision": div(c["dec_len"], c["dec_n"]),
-    }
+def summary(step: int, m: dict[str, float]) -> str:
+    """One readable line of an evaluation's results."""
+    return (
+        f"win rate vs reference at step {step}: {m['eval/win_rate']:.3f} "
+        f"[{m['eval/win_rate_lo']:.3f}, {m['eval/win_rate_hi']:.3f}] over {int(m['eval/games'])} games "
+        f"(as civilians {m['eval/win_rate_civilian']:.3f}, as spy {m['eval/win_rate_spy']:.3f}); "
+        f"votes: spy found {m['eval/decision_acc']:.3f}, N/A {m['eval/na_rate']:.3f}"
+    )
 
 
 class WinRateEvaluation(L.Callback):
@@ -78,10 +106,12 @@ class WinRateEvaluation(L.Callback):
     Args:
         games: games per evaluation (half with the trained policy as civilians, half as the spy); even.
         every_n_steps: steps between evaluations during training; 0 evaluates only at the end.
-        pairs: the evaluation pairs; None takes fixed pairs of the training source.
-        seed: seats the spies and seeds the sampling, identically at every evaluation.
+        pairs: the evaluation pairs; None holds out pairs of the training source's kind that training never shows
+            (another seed of a procedural source; a folder source needs this set).
+        seed: seats the spies and keys the sampling, identically at every evaluation.
         sampling: sampling settings; None uses the data module's.
         at_end: also evaluate when training ends.
+        at_start: also evaluate before the first step (a policy against itself: 0.5 exactly, and the start's votes).
     """
 
     def __init__(
@@ -92,19 +122,24 @@ class WinRateEvaluation(L.Callback):
         seed: int = 2509,
         sampling: Sampling | None = None,
         at_end: bool = True,
+        at_start: bool = False,
     ) -> None:
         if games < 2 or games % 2:
             raise ValueError(f"eval.games must be an even number >= 2, got {games}")
         if every_n_steps < 0:
             raise ValueError(f"eval.every_n_steps must be >= 0, got {every_n_steps}")
         self.games, self.every_n_steps, self.pairs, self.seed = games, every_n_steps, pairs, seed
-        self.sampling, self.at_end = sampling, at_end
+        self.sampling, self.at_end, self.at_start = sampling, at_end, at_start
         self.evaluations = 0
         self.last: dict[str, float] = {}
         self.last_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and trainer.global_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.at_start and trainer.global_step == 0:
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -115,29 +150,37 @@ class WinRateEvaluation(L.Callback):
         if not trainer.sanity_checking and trainer.state.fn == "validate":
             self.evaluate(trainer, pl_module)
 
-    def _pairs(self, datamodule) -> list:
-        source = self.pairs if self.pairs is not None else datamodule.pairs
+    def evaluation_pairs(self, training: PairSource) -> list:
+        """The ``games / 2`` pairs every evaluation plays."""
         n = self.games // 2
+        source = self.pairs if self.pairs is not None else training.held_out(n)
         if len(source) < n:
             raise ValueError(f"eval.games={self.games} needs {n} pairs, but the evaluation source has {len(source)}")
         stride = len(source) // n  # spread over the source, the same pairs every time
         return [source[i * stride] for i in range(n)]
 
     @torch.no_grad()
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+    def play_halves(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list, list]:
+        """This rank's games, played once with the trained policy as the civilians and once as the spy."""
         datamodule = trainer.datamodule
         config, sampling = datamodule.game, self.sampling or datamodule.sampling
-        pairs = self._pairs(datamodule)
-        mine = [i for i in range(len(pairs)) if i % trainer.world_size == trainer.global_rank]
-        mine_pairs, seeds = [pairs[i] for i in mine], [self.seed + i for i in mine]
+        pairs = self.evaluation_pairs(datamodule.pairs)
+        # Every rank plays the same number of games, so that every rank makes the same generate calls.
+        world, rank = trainer.world_size, trainer.global_rank
+        mine = list(range(rank, len(pairs), world))
+        counted = len(mine)
+        mine += [mine[0] if mine else 0] * (math.ceil(len(pairs) / world) - counted)
+        chosen, seeds = [pairs[i] for i in mine], [self.seed + i for i in mine]
         engine = RolloutEngine(pl_module.policy)
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        halves = []
-        for reference in (lambda t: t.role == "spy", lambda t: t.role != "spy"):
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(self.seed + trainer.global_rank)  # both halves sample with the same stream
-                halves.append(engine.play(mine_pairs, config, sampling, seeds=seeds, reference=reference))
-        counts = win_counts(*halves)
+        with pl_module.policy.frozen():
+            as_civilians, as_spy = (
+                engine.play(chosen, config, sampling, seeds=seeds, reference=side, sample_seed=self.seed)[:counted]
+                for side in (lambda t: t.role == "spy", lambda t: t.role != "spy")
+            )
+        return as_civilians, as_spy
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        counts = win_counts(*self.play_halves(trainer, pl_module))
         summed = trainer.strategy.reduce(
             torch.tensor([counts[k] for k in COUNT_KEYS], dtype=torch.float64, device=pl_module.device), reduce_op="sum"
         )
@@ -149,11 +192,8 @@ class WinRateEvaluation(L.Callback):
         trainer.callback_metrics["eval/step"] = torch.tensor(float(trainer.global_step))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-        log.info(
-            "win rate vs reference at step %d: %s",
-            trainer.global_step,
-            {k.removeprefix("eval/"): round(v, 3) for k, v in metrics.items()},
-        )
+        if trainer.global_rank == 0:
+            log.info(summary(trainer.global_step, metrics))
         return metrics
 
     def state_dict(self) -> dict:

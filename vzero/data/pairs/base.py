@@ -71,6 +71,18 @@ class PairSource(Sequence[ImagePair]):
         """The pairs ``rank, rank + world_size, ...``: disjoint across ranks, together covering the source."""
         return Shard(self, rank, world_size)
 
+    def held_out(self, n: int) -> PairSource:
+        """``n`` pairs of the same kind that share no picture with this source, for evaluation. Procedural sources
+        draw them from another seed; a source of files cannot, and says so."""
+        raise PairSourceError(
+            f"{type(self).__name__} cannot hold out evaluation pairs by itself: name a separate source of pictures "
+            "in eval.pairs"
+        )
+
+
+HELD_OUT_SEED = 1_000_003
+"""Procedural sources hold out evaluation pairs by drawing them from ``seed + HELD_OUT_SEED``."""
+
 
 class Shard(PairSource):
     """An interleaved, read-only view of another source."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vzero.data.pairs.base import ImagePair, PairSource, is_int
+from vzero.data.pairs.base import HELD_OUT_SEED, ImagePair, PairSource, is_int
 
 KINDS = ("bar", "line", "pie")
 _DPI = 100
@@ -105,6 +105,9 @@ class ChartPairs(PairSource):
 
     def __len__(self) -> int:
         return self.n
+
+    def held_out(self, n: int) -> ChartPairs:
+        return ChartPairs(n, self.seed + HELD_OUT_SEED, self.size, self.kinds)
 
     def _get(self, index: int) -> ImagePair:
         rng = np.random.default_rng([self.seed, index])

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from vzero.data.pairs.base import ImagePair, PairSource, is_int
+from vzero.data.pairs.base import HELD_OUT_SEED, ImagePair, PairSource, is_int
 
 SHAPES = ("cube", "sphere", "cylinder")
 SIZES = ("small", "large")
@@ -411,6 +411,9 @@ class ClevrPairs(PairSource):
 
     def __len__(self) -> int:
         return self.n
+
+    def held_out(self, n: int) -> ClevrPairs:
+        return ClevrPairs(n, self.seed + HELD_OUT_SEED, self.size, self.n_objects, self.n_changes)
 
     def _get(self, index: int) -> ImagePair:
         rng = np.random.default_rng([self.seed, index])
