@@ -68,6 +68,8 @@ def test_pretrained_tiny_answers_in_format(tiny_path):
 
     report = json.loads((Path(tiny_path) / REPORT).read_text())
     assert report["clue_format_valid"] >= 0.9 and report["vote_format_valid"] >= 0.9
+    # ... in every rule set it was shown, the 3-player blank-spy game of configs/tiny_learn.yaml among them
+    assert len(report["vote_format_valid_by_game"]) == 3 and min(report["vote_format_valid_by_game"].values()) >= 0.9
     # It reads the picture: colour beats both chance and the best answer a model blind to the image could give.
     assert report["clue_color_true"] > report["clue_color_blind"] + 0.2
     model, processor = load_vlm(tiny_path, lora=None)

@@ -7,8 +7,13 @@ starting point without labels, from the renderer's own scene metadata:
 - clue turns: the real clue prompt, the speaker's own picture, and the target
   ``I see {n} objects. \\boxed{There is a {size} {color} {material} {shape}.}`` about the biggest-looking object of
   *that* picture (it covers the most visual tokens);
-- vote turns: the real decision prompt and a uniformly random valid answer (``\\boxed{k}`` or ``\\boxed{N/A}``), which
-  teaches the format only. The model learns no spy-finding here; that is RL's job.
+- vote turns: the real decision prompt and a random valid answer: ``\\boxed{N/A}`` one time in ten, otherwise
+  ``\\boxed{k}`` for another player chosen uniformly (a civilian knows it is not the spy). That teaches the format
+  and the rule only; the model learns no spy-finding here, which is RL's job.
+
+Games are drawn from several rule sets (:data:`GAME_CONFIGS`: 2-4 civilians, 1-2 rounds, modified or blank spy), so
+the formats hold whichever game RL then plays. A blank picture shows no object, so a blank spy's turn has no caption
+and is not trained.
 
 Reading one small object out of ~54 visual tokens behind ~200 text tokens is a needle that a random-init model does
 not find in a few hundred steps, so three scaffolds help, none of them in the saved model:
@@ -42,10 +47,18 @@ from vzero.data.pairs.clevr import COLORS, MATERIALS, RADIUS, SHAPES, SIZES, Cle
 from vzero.game import Game, GameConfig, parse_clue, parse_vote, play_games
 from vzero.model.policy import Picture, Policy
 from vzero.model.sampling import SamplingConfig
+from vzero.rl.schedule import WarmupCosine
 
 log = logging.getLogger(__name__)
 
 IMAGE_SIZE = (240, 160)
+GAME_CONFIGS = (
+    GameConfig(),
+    GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank"),
+    GameConfig(n_civilians=3, spy_view="blank"),
+    GameConfig(n_civilians=2, clue_rounds=2),
+)
+"""The rule sets the training games are drawn from."""
 REPORT = "pretrain_report.json"
 ATTRIBUTES = {"size": SIZES, "color": tuple(COLORS), "material": MATERIALS, "shape": SHAPES}
 
@@ -71,8 +84,10 @@ class PretrainConfig:
     """Fraction of ``steps`` after which the radius is zero."""
     aux_weight: float = 1.0
     """Weight of the vision tower's naming loss beside the language-model loss while the whole model trains."""
-    votes_per_game: int = 1
+    votes_per_game: int = 2
     """Vote turns kept per game: a few teach the format, and each costs a ~270-token prompt."""
+    abstain: float = 0.1
+    """How often a vote target is N/A; the others name another player uniformly."""
     games_per_chunk: int = 24
     eval_games: int = 32
     seed: int = 1234
@@ -147,23 +162,29 @@ def _chunk(policy: Policy, games: list, first: int, rng: random.Random, cfg: Pre
     record: list[list] = [[] for _ in games]
 
     def teacher(turns):
-        outs = []
+        outs, votes = [], {}
         for t in turns:
-            if t.stage == "clue":
+            if t.stage == "clue" and t.view == "blank":
+                # Nothing to caption: the game hears a random plausible clue, and the turn is not trained.
+                outs.append(clue_text({k: rng.choice(v) for k, v in ATTRIBUTES.items()}, rng.randint(4, 6)))
+            elif t.stage == "clue":
                 scene = t.meta["modified_scene"] if t.view == "modified" else t.meta["scene"]
                 record[t.game].append((t, clue_target(scene)))
                 # The game hears a random true clue, so that a later speaker cannot copy its target from the history.
                 outs.append(clue_text(rng.choice(scene["objects"]), len(scene["objects"])))
             else:
-                k = rng.randint(0, t.n_players)
+                # A civilian knows it is not the spy: it names another player, or (one time in ten) abstains.
+                others = [p + 1 for p in range(t.n_players) if p != t.player]
+                k = 0 if rng.random() < cfg.abstain else rng.choice(others)
                 outs.append("I compare the clues with my picture. " + ("\\boxed{N/A}" if k == 0 else f"\\boxed{{{k}}}"))
-        if turns[0].stage == "decision":
-            for g, mine in enumerate(record):
-                mine += rng.sample([(t, o) for t, o in zip(turns, outs) if t.game == g], cfg.votes_per_game)
+                votes.setdefault(t.game, []).append((t, outs[-1]))
+        for g, cast in votes.items():
+            record[g] += rng.sample(cast, min(cfg.votes_per_game, len(cast)))
         return outs
 
     play_games(
-        [Game(GameConfig(), "clevr", seed=first + i, meta=m, index=i) for i, (m, _) in enumerate(games)], teacher
+        [Game(rng.choice(GAME_CONFIGS), "clevr", seed=first + i, meta=m, index=i) for i, (m, _) in enumerate(games)],
+        teacher,
     )
     eos = policy.processor.tokenizer.eos_token
     samples = []
@@ -219,11 +240,16 @@ def _step_loss(policy: Policy, head, batch: list[_Sample], radius: int) -> tuple
 
 def pretrain(source: Path, out: Path, config: PretrainConfig | None = None) -> Path:
     """Train the model at ``source`` on scene captions in game format and save it, with its report, to ``out``."""
+    cfg = config or PretrainConfig()
+    with torch.random.fork_rng(devices=[]):  # seeded, without moving the caller's random state
+        torch.manual_seed(cfg.seed)
+        return _pretrain(source, out, cfg)
+
+
+def _pretrain(source: Path, out: Path, cfg: PretrainConfig) -> Path:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    cfg = config or PretrainConfig()
     start, cpu_start = time.perf_counter(), time.process_time()
-    torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(source)
@@ -271,7 +297,7 @@ def pretrain(source: Path, out: Path, config: PretrainConfig | None = None) -> P
         dict(params=[p for p in model.parameters() if id(p) not in vision_ids], lr=cfg.lr),
     ]
     opt = torch.optim.AdamW(groups, weight_decay=0.0, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.warmup, cfg.steps))
+    sched = WarmupCosine(warmup=cfg.warmup / cfg.steps).build(opt, cfg.steps)
     losses = []
     for step in range(cfg.steps):
         radius = max(0, math.ceil(cfg.spread * (1 - step / max(1, cfg.spread_until * cfg.steps))))
@@ -289,7 +315,11 @@ def pretrain(source: Path, out: Path, config: PretrainConfig | None = None) -> P
     train_seconds = time.perf_counter() - start
 
     model.eval().requires_grad_(False)  # frozen, the policy encodes each held-out picture once
-    report = evaluate(Policy(model, processor), pairs, range(n_games, n_games + cfg.eval_games), GameConfig())
+    held_out = range(n_games, n_games + cfg.eval_games)
+    report = evaluate(Policy(model, processor), pairs, held_out, GameConfig())
+    report["vote_format_valid_by_game"] = {
+        _name(c): evaluate(Policy(model, processor), pairs, held_out, c)["vote_format_valid"] for c in GAME_CONFIGS[1:]
+    }
     report.update(
         steps=cfg.steps,
         vision_steps=cfg.vision_steps,
@@ -307,10 +337,8 @@ def pretrain(source: Path, out: Path, config: PretrainConfig | None = None) -> P
     return out
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+def _name(config: GameConfig) -> str:
+    return f"{config.n_civilians} civilians, {config.clue_rounds} rounds, {config.spy_view} spy"
 
 
 @torch.no_grad()
@@ -335,8 +363,12 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
         for t, text in zip(turns, texts):
             if t.stage == "decision":
                 counts["votes"] += 1
-                counts["vote_valid"] += parse_vote(text, t.n_players) != "invalid"
+                vote = parse_vote(text, t.n_players)
+                counts["vote_valid"] += vote != "invalid"
+                counts["vote_self"] += vote == t.player
                 continue
+            if t.view == "blank":
+                continue  # no objects to be true about
             objs = biggest_first(t.meta["modified_scene"] if t.view == "modified" else t.meta["scene"])
             target = objs[0]
             targets.append({**{k: target[k] for k in ATTRIBUTES}, "count": len(objs)})
@@ -360,6 +392,7 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
         "eval_games": len(chosen),
         "clue_format_valid": round(counts["clue_valid"] / n_clues, 3),
         "vote_format_valid": round(counts["vote_valid"] / n_votes, 3),
+        "vote_self": round(counts["vote_self"] / n_votes, 3),
         "clue_object_true": round(counts["object_true"] / n_clues, 3),
         "clue_object_chance": round(counts["object_chance"] / n_clues, 3),
     }
