@@ -5,8 +5,9 @@ Three ways to play the same games (4 civilians + 1 spy, 2 clue rounds, then the 
 - engine: ``RolloutEngine.play`` on B games at once (one ``generate`` per round and speaker slot, one for all votes);
 - baseline: the reference release's way: one game after another, one ``generate`` per player per turn at batch 1, each
   call preparing its own prompt and picture with the processor;
-- ceiling: the engine's exact ``generate`` inputs replayed as plain ``model.generate`` calls, with no game logic,
-  tokenisation or picture preprocessing. ``efficiency`` = engine tokens/s ÷ ceiling tokens/s.
+- ceiling: the engine's exact ``generate`` inputs replayed as plain ``model.generate`` calls with HF's own sampling,
+  with no game logic, tokenisation, picture preprocessing or keyed noise. ``efficiency`` = engine tokens/s ÷ ceiling
+  tokens/s.
 
 Every completion is exactly ``max_new_tokens`` long (EOS is suppressed until then), so all three generate the same
 number of tokens per turn. The baseline plays at most ``--baseline-games`` games per run: it plays games one by one, so
@@ -35,6 +36,19 @@ from vzero.model import load_vlm
 from vzero.model.policy import Policy
 from vzero.model.sampling import Sampling, SamplingConfig
 from vzero.rollout import RolloutEngine
+from vzero.tiny import resolve
+
+
+def hf_sampling(sampling: SamplingConfig) -> dict:
+    """HF ``generate``'s own sampling with the same settings (what a plain HF loop would call)."""
+    return {
+        "do_sample": True,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": 0,
+        "max_new_tokens": sampling.max_new_tokens,
+        "min_new_tokens": sampling.min_new_tokens,
+    }
 
 
 class RecordingPolicy(Policy):
@@ -44,9 +58,9 @@ class RecordingPolicy(Policy):
         super().__init__(*args, **kwargs)
         self.calls: list[tuple] = []
 
-    def _generate_chunk(self, prompts, pictures, sampling):
-        self.calls.append((self.pack(prompts, pictures), sampling))
-        return super()._generate_chunk(prompts, pictures, sampling)
+    def _generate_call(self, inputs, sampling, *args):
+        self.calls.append((inputs, sampling))
+        return super()._generate_call(inputs, sampling, *args)
 
 
 def engine_run(policy: RecordingPolicy, pairs, config, sampling) -> tuple[float, int]:
@@ -64,7 +78,7 @@ def ceiling_run(policy: RecordingPolicy) -> tuple[float, int]:
     for inputs, sampling in policy.calls:
         kwargs = inputs.model_kwargs()
         start = time.perf_counter()
-        out = policy.model.generate(**kwargs, **sampling.generate_kwargs(), pad_token_id=policy.pad_id)
+        out = policy.model.generate(**kwargs, **hf_sampling(sampling), pad_token_id=policy.pad_id)
         seconds += time.perf_counter() - start
         tokens += (out.shape[1] - inputs.input_ids.shape[1]) * out.shape[0]
     return seconds, tokens
@@ -83,7 +97,7 @@ def baseline_run(model, processor, pairs, config, sampling) -> tuple[float, int]
             image = pair.original if t.view == "original" else pair.modified
             chat = processor.apply_chat_template(t.messages, add_generation_prompt=True)
             inputs = processor(text=[chat], images=[image], return_tensors="pt")
-            out = model.generate(**inputs, **sampling.for_stage(t.stage).generate_kwargs())
+            out = model.generate(**inputs, **hf_sampling(sampling.for_stage(t.stage)))
             new = out[0, inputs["input_ids"].shape[1] :]
             tokens += len(new)
             texts.append(processor.tokenizer.decode(new, skip_special_tokens=True))
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    model, processor = load_vlm(args.model)
+    model, processor = load_vlm(resolve(args.model))
     model.eval()
     policy = RecordingPolicy(model, processor, max_batch_size=256)
     config = GameConfig()
