@@ -129,6 +129,20 @@ def test_a_policy_against_itself_scores_exactly_one_half(adapter_policy, seed):
     assert trainer.callback_metrics["eval/step"] == 0
 
 
+def test_a_full_finetune_against_its_frozen_copy_scores_exactly_one_half(tiny_path):
+    from vzero.callbacks import WinRateEvaluation
+    from vzero.model import Policy, load_vlm, reference_copy
+
+    model, processor = load_vlm(tiny_path, lora=None)  # no adapter: the reference is a frozen copy, its own calls
+    policy = Policy(model.eval(), processor, reference=reference_copy(model))
+    evaluation = WinRateEvaluation(games=8, seed=5)
+    trainer, module = evaluation_setup(policy)
+    as_civilians, as_spy = evaluation.play_halves(trainer, module)
+    for a, b in zip(as_civilians, as_spy):
+        assert [s.completion_ids for s in a.samples] == [s.completion_ids for s in b.samples]
+    assert evaluation.evaluate(trainer, module)["eval/win_rate"] == 0.5
+
+
 def test_ranks_split_the_games_and_pad_to_the_same_number_of_calls(adapter_policy):
     from vzero.callbacks import WinRateEvaluation
 
