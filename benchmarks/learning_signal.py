@@ -9,8 +9,8 @@ The main claim is the ``iterative`` mode (the paper's); ``clue`` (pure self-play
 the same seeds and budget, for the paper's ablation. Writes ``learning_signal.json`` and ``learning_signal.png``
 (curves per run), and prints a table.
 
-    python benchmarks/learning_signal.py                        # 3 seeds x 3 modes, about an hour on 2 cores
-    python benchmarks/learning_signal.py --seeds 1              # 1 seed x 3 modes, about 20 minutes
+    python benchmarks/learning_signal.py                        # 3 seeds x 3 modes, about 70 minutes on 2 cores
+    python benchmarks/learning_signal.py --seeds 1              # 1 seed x 3 modes, about 23 minutes
     python benchmarks/learning_signal.py --seeds 1 --modes iterative --minutes 20 -- --trainer.max_steps 300
 """
 
