@@ -325,7 +325,7 @@ class Policy:
         out = self._net(**inputs.model_kwargs(), logits_to_keep=c + 1, use_cache=False)
         logits = out.logits[:, :-1].float()  # [B, C, V]: position t predicts token t + 1
         t = torch.as_tensor(temperature, dtype=logits.dtype, device=logits.device)
-        logits = logits / (t.view(-1, 1, 1) if t.ndim else t)  # [B, C, V]
+        logits.div_(t.view(-1, 1, 1) if t.ndim else t)  # in place: one [B, C, V] tensor throughout
         if self.suppress_ids:
             logits[..., self.suppress_ids] = float("-inf")  # never sampled, so never in the sampling distribution
         targets = inputs.input_ids[:, -c:]  # [B, C]
