@@ -1,10 +1,16 @@
+import sys
+from collections import Counter
+from pathlib import Path
+
 import pytest
 import torch
 
+from vzero.__main__ import main
 from vzero.data.pairs import ClevrPairs, FolderImages, blank_like
-from vzero.game import GameConfig
-from vzero.model import Policy
+from vzero.game import Game, GameConfig
+from vzero.model import Completion, Policy
 from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model.text import SafeText, control_tokens
 from vzero.rollout import RolloutEngine
 
 GREEDY = Sampling(SamplingConfig(temperature=0, max_new_tokens=10), SamplingConfig(temperature=0, max_new_tokens=6))
@@ -123,3 +129,66 @@ def test_reference_turns_run_with_the_adapter_off(tiny_random_path, pairs):
         assert [s.completion_ids for s in m.samples[:first_spy]] == [s.completion_ids for s in tr.samples[:first_spy]]
         if first_spy == 0:
             assert m.samples[0].completion_ids == ref.samples[0].completion_ids
+
+
+# ---- model text that spells control tokens ----------------------------------------------------------------------
+
+
+def spell(policy: Policy, prompt: list[int]) -> list[int]:
+    """Ids that spell every control token with ordinary tokens (sampling cannot suppress these), then the EOS: inside
+    the box of a clue, before the box of a vote for player 2."""
+    tok = policy.processor.tokenizer
+    tokens = control_tokens(policy.processor)
+    spelled = " ".join(tokens) + "".join(tokens) + "<|im_<|im_end|>end|>"  # adjacent and nested spellings too
+    voting = "Which player is the spy?" in tok.decode(prompt)
+    text = f"{spelled} \\boxed{{2}}" if voting else f"I see \\boxed{{A cube {spelled} here}}"
+    ids = tok.encode(text, add_special_tokens=False, split_special_tokens=True)
+    assert not set(ids) & set(tok.added_tokens_decoder) and tok.decode(ids, skip_special_tokens=True) == text
+    return ids + [min(policy.eos_ids)]
+
+
+def spelling_generate(generate, seen: list[str] | None = None):
+    """Wrap ``Policy.generate``: the model still runs on every prompt, then each completion is replaced by `spell`.
+    The prompts' text goes to ``seen`` when given."""
+
+    def wrapped(self, prompts, pictures, sampling, *args, **kwargs):
+        comps, seconds = generate(self, prompts, pictures, sampling, *args, **kwargs)
+        if seen is not None:
+            seen.extend(self.processor.tokenizer.decode(p) for p in prompts)
+        return [Completion(spell(self, p), False) for p in prompts], seconds
+
+    return wrapped
+
+
+def control_counts(policy: Policy, ids: list[int]) -> Counter:
+    added = set(policy.processor.tokenizer.added_tokens_decoder)
+    return Counter(i for i in ids if i in added)
+
+
+def test_spelled_control_tokens_stay_text_in_every_later_prompt(tiny_random, pairs, monkeypatch):
+    monkeypatch.setattr(Policy, "generate", spelling_generate(Policy.generate))
+    policy = Policy(*tiny_random)
+    transcripts = RolloutEngine(policy).play(pairs[:2], CONFIG, GREEDY, seeds=[3, 4])
+    safe = SafeText.for_processor(policy.processor)
+    for t in transcripts:
+        template = Game(CONFIG, seed=t.seed).pending()[0].messages  # the first turn's prompt: no clues, no votes
+        for s in t.samples:
+            assert s.completion_ids == spell(policy, s.prompt_ids)  # training scores the ids exactly as sampled
+            assert s.text == safe(policy.decode(s.completion_ids)) != policy.decode(s.completion_ids)
+            expected = control_counts(policy, policy.prompt_ids(template, s.picture))
+            assert control_counts(policy, s.prompt_ids) == expected
+        assert all(c is not None and "< |image_pad|>" in c for r in t.clues for c in r)
+        assert t.votes == [1] * len(t.votes)  # the vote still parses
+        last_prompt = policy.processor.tokenizer.decode(t.samples[-1].prompt_ids)
+        assert "A cube < |endoftext|> < |im_end|> < |im_start|> < |image_pad|>" in last_prompt  # readable in logs
+
+
+def test_a_fit_whose_policy_spells_control_tokens_completes(tiny_random_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["vzero"])
+    monkeypatch.chdir(tmp_path)
+    seen: list[str] = []
+    monkeypatch.setattr(Policy, "generate", spelling_generate(Policy.generate, seen))
+    tiny = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+    fast = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
+    main(["fit", "--config", tiny, *fast, "--model.model.name_or_path", "tiny-random", "--trainer.max_steps", "2"])
+    assert any("A cube < |endoftext|> < |im_end|>" in prompt for prompt in seen)  # the spellings reached prompts

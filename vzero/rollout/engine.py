@@ -8,6 +8,11 @@ blank), everyone else's the original.
 
 Departure from the reference release: it generates one player at a time at batch size 1, and re-tokenises decoded text
 for training, so the EOS token is never learned. Here the sampled ids, EOS included, are what training scores.
+
+Model output is untrusted: the decoded text the game gets (and keeps as clues that later prompts quote) has every
+spelling of a control token neutralised by :class:`~vzero.model.text.SafeText`, so a clue that spells
+``<|image_pad|>`` or ``<|im_end|>`` stays text in every later prompt instead of becoming a placeholder or a chat
+boundary. Only that text changes; the sampled ids are kept as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from vzero.data.pairs.base import ImagePair, blank_like
 from vzero.game import Game, GameConfig, Transcript, Turn, play_games
 from vzero.model.policy import Picture, Policy
 from vzero.model.sampling import Sampling, row_key
+from vzero.model.text import SafeText
 
 Side = Callable[[Turn], bool]
 """Routes a turn to the reference policy (True) or the trained one (False); used by win-rate evaluation."""
@@ -36,7 +42,7 @@ class TurnSample:
     picture: Picture
     """The picture the speaker saw (shared with the game's other turns, not copied)."""
     text: str
-    """Decoded completion, for parsing and logs only."""
+    """Decoded completion as the game got it, control-token spellings neutralised; for parsing and logs only."""
     reference: bool = False
     """True when the frozen reference policy produced it."""
     temperature: float = 1.0
@@ -59,6 +65,7 @@ class RolloutEngine:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self.safe_text = SafeText.for_processor(policy.processor)
 
     def play(
         self,
@@ -97,7 +104,7 @@ class RolloutEngine:
             pics = [pictures[t.game][t.view] for t in turns]
             prompts = [self.policy.prompt_ids(t.messages, p) for t, p in zip(turns, pics)]
             comps, _ = self.policy.generate(prompts, pics, stage_sampling, keys=keys, reference=flags)
-            texts = [self.policy.decode(c.ids) for c in comps]
+            texts = [self.safe_text(self.policy.decode(c.ids)) for c in comps]
             for t, prompt, pic, comp, text, flag in zip(turns, prompts, pics, comps, texts, flags):
                 samples[t.game].append(
                     TurnSample(t, prompt, comp.ids, comp.truncated, pic, text, flag, stage_sampling.scoring_temperature)
