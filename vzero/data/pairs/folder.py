@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 from PIL import Image
 
-from vzero.data.pairs.base import ImagePair, OnError, PairSource, PairSourceError
+from vzero.data.pairs.base import ImagePair, OnError, PairSource, PairSourceError, to_rgb
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 MANIFEST_NAME = "manifest.jsonl"
@@ -357,13 +357,19 @@ def _probe(path: Path) -> tuple[int, int]:
 
 
 def _decode(path: Path) -> Image.Image:
-    """Fully decode one image to RGB, closing the file; raises :class:`_Bad` naming it on any failure."""
+    """Fully decode one image file to 8-bit RGB, closing the file; raises :class:`_Bad` naming it on any failure.
+
+    The only place a file's pixels are read. The conversion is :func:`~vzero.data.pairs.base.to_rgb`'s: a 16-bit
+    picture is scaled from 0-65535 to 0-255 (not clipped to white), and a transparent one (RGBA, LA, a palette or
+    colour key with transparency) is composited on white, so pixels hidden under alpha 0 never show.
+    """
     _require_regular(path)  # the file may have been replaced since construction
     try:
         with Image.open(path) as image:
             _check_pixels(image, path)
             image.load()
-            return image.convert("RGB")
+            rgb = to_rgb(image)
+            return image.copy() if rgb is image else rgb  # a plain in-memory picture, detached from the file
     except _Bad:
         raise
     except Image.DecompressionBombError as e:
