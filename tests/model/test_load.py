@@ -1,9 +1,13 @@
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import Game, GameConfig
 from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm
+from vzero.model.load import local_folder
 
 
 def lora_params(model):
@@ -111,3 +115,54 @@ def test_max_pixels_bounds_the_visual_tokens(tiny_random_path):
     _, processor = load_vlm(tiny_random_path, lora=None, max_pixels=16 * 28 * 28)
     grid = processor.image_processor(images=[ClevrPairs(n=1)[0].original], return_tensors="pt")["image_grid_thw"]
     assert int(grid.prod()) // 4 <= 16
+
+
+@pytest.mark.parametrize("path", ["/nonexistent", "./nope", "../nope", "~/vzero-no-such-model", "a/b/c", "models/x/"])
+def test_a_missing_local_path_says_no_such_folder(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"^no such folder: {re.escape(path)} \(model.model.name_or_path\)$"):
+        load_vlm(path)
+
+
+def test_a_missing_folder_under_a_local_folder_says_no_such_folder(tmp_path, monkeypatch):
+    # "checkpoints/merged" could be a hub id; with a local "checkpoints" and no such hub model, the folder is meant.
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import: the variable alone comes too late
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"^no such folder: checkpoints/merged \(model.model.name_or_path\)"):
+        load_vlm("checkpoints/merged")
+
+
+def test_a_file_is_not_a_folder(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"not a folder: .*model.safetensors \(model.model.name_or_path\)"):
+        load_vlm(str(tmp_path / "model.safetensors"))
+
+
+def test_local_folders_load_with_home_expanded(tiny_random_path, monkeypatch):
+    assert local_folder(tiny_random_path) == tiny_random_path
+    monkeypatch.setenv("HOME", str(Path(tiny_random_path).parent))
+    assert local_folder(f"~/{Path(tiny_random_path).name}") == tiny_random_path
+    assert local_folder("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"  # a hub id passes through
+
+
+def test_the_command_line_names_the_key(tmp_path, monkeypatch):
+    import sys
+
+    from vzero.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["vzero"])
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+    with pytest.raises(FileNotFoundError, match=r"no such folder: /nonexistent \(model.model.name_or_path\)"):
+        main(["fit", "--config", config, "--model.model.name_or_path", "/nonexistent", "--trainer.max_steps", "1"])
+
+
+def test_an_uncached_hub_model_while_offline_says_how_to_opt_in(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match=r"vzero-tests/no-such-model \(model.model.name_or_path\).*HF_HUB_OFFLINE=0"):
+        load_vlm("vzero-tests/no-such-model")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -84,7 +86,8 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
     """Load a model and its processor. Returns ``(model, processor)``; the model is a peft model when LoRA is set.
 
     Accepts a :class:`ModelConfig` or its fields as keywords: ``load_vlm("Qwen/Qwen2.5-VL-7B-Instruct")``,
-    ``load_vlm(name_or_path=folder, lora=None)``. ``name_or_path`` is a hub id or a folder.
+    ``load_vlm(name_or_path=folder, lora=None)``. ``name_or_path`` is a hub id or a folder; one that can only be a
+    folder and is missing fails with "no such folder" (see :func:`local_folder`).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -92,9 +95,24 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
         overrides["name_or_path"] = config
         config = None
     cfg = ModelConfig(**{**(vars(config) if config else {}), **overrides})
-    path = cfg.name_or_path
+    path = local_folder(cfg.name_or_path)
     proc_kwargs = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **proc_kwargs)
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **proc_kwargs)
+    except OSError as e:
+        if os.path.isdir(path):  # a folder with a problem of its own: its error says which
+            raise
+        if _maybe_local(path):
+            raise FileNotFoundError(
+                f"no such folder: {path} (model.model.name_or_path), and no hub model of that name either ({e})"
+            ) from e
+        if _hub_offline():
+            raise OSError(
+                f"{path} (model.model.name_or_path) is not in the local Hugging Face cache, and the hub is offline "
+                f"(HF_HUB_OFFLINE=1, the vzero command's default): set HF_HUB_OFFLINE=0 to download it, or fetch it "
+                f"first with `hf download {path}` ({e})"
+            ) from e
+        raise
     kwargs = {"dtype": _DTYPES[cfg.dtype], "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
@@ -112,6 +130,43 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
     if cfg.lora is None:
         return model, processor
     return _attach_lora(model, cfg.lora), processor
+
+
+def local_folder(name_or_path: str) -> str:
+    """``name_or_path`` as ``from_pretrained`` should see it, refusing a local path that does not exist.
+
+    A value that can only be a local path -- absolute, starting with ``~``, ``./`` or ``../`` (or ``.``/``..``
+    itself), or with more than one separator (a hub id is ``name`` or ``namespace/name``) -- must be an existing folder,
+    else this raises ``FileNotFoundError("no such folder: <path> (model.model.name_or_path)")`` instead of letting
+    the hub client report a malformed repo id. ``~`` is expanded. A ``namespace/name`` value passes through (it may
+    be a hub id), unless ``namespace`` is a local folder and the hub cannot serve it either: then loading says "no
+    such folder" too (see :func:`load_vlm`).
+    """
+    expanded = os.path.expanduser(name_or_path)
+    if os.path.isdir(expanded):
+        return expanded
+    if _must_be_local(name_or_path):
+        kind = "not a folder" if os.path.exists(expanded) else "no such folder"
+        raise FileNotFoundError(f"{kind}: {name_or_path} (model.model.name_or_path)")
+    return name_or_path
+
+
+def _must_be_local(name: str) -> bool:
+    parts = re.split(f"[{re.escape(os.sep + (os.altsep or ''))}]", name)
+    return os.path.isabs(name) or name.startswith("~") or parts[0] in (".", "..") or len(parts) > 2
+
+
+def _maybe_local(name: str) -> bool:
+    """``namespace/name`` whose ``namespace`` is a local folder: meant as a folder, or a hub id that happens to share a
+    local folder's name."""
+    head, sep, _ = name.partition("/")
+    return bool(sep) and os.path.isdir(head)
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def reference_copy(model: nn.Module) -> nn.Module:
