@@ -11,10 +11,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
+    ["vzero.offline"],  # environment defaults that keep a run offline (imports nothing)
     ["vzero.game"],  # rules, prompts, parsing, rewards (no torch)
     ["vzero.data", "vzero.rl"],  # pair sources; RL maths and the stage rule
     ["vzero.model"],  # loading any HF model, the Policy wrapper, sampling
     ["vzero.rollout", "vzero.tiny"],  # the engine, batch and data module; the embedded toy model
+    ["vzero.checkpoint"],  # verified, atomic checkpoint files; the random state a resume restores
     ["vzero.module", "vzero.callbacks"],  # Lightning glue
     ["vzero.cli"],  # commands
     ["vzero.__main__"],

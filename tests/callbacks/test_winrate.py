@@ -192,3 +192,26 @@ def test_evaluation_pairs_are_held_out_from_training():
     ]
     with pytest.raises(PairSourceError, match="eval.pairs"):
         FolderPairs.held_out(SimpleNamespace(), 4)
+
+
+def test_the_final_evaluation_runs_inside_the_last_step_once():
+    from vzero.callbacks import WinRateEvaluation
+
+    callback = WinRateEvaluation(games=2, every_n_steps=2)
+    steps = []
+
+    def evaluate(trainer, module):
+        steps.append(trainer.global_step)
+        callback.last_step = trainer.global_step
+
+    callback.evaluate = evaluate
+    trainer = SimpleNamespace(global_step=0, max_steps=3)
+    for step in (1, 2, 2, 3):  # step 2 twice: an update skipped for a non-finite loss leaves the step where it was
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None, None, None, step)
+    callback.on_train_end(trainer, None)
+    assert steps == [2, 3]  # every 2 steps, and the last step's before its checkpoint, not again at the end
+    trainer.max_steps, trainer.global_step = -1, 5  # training without max_steps is evaluated when it ends
+    callback.on_train_batch_end(trainer, None, None, None, 5)
+    callback.on_train_end(trainer, None)
+    assert steps == [2, 3, 5]

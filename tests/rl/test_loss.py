@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from vzero.rl.loss import LossConfig, aggregate, k3_kl, normalizer, policy_loss, ppo_clip
+from vzero.rl.loss import LossConfig, aggregate, batch_counts, k3_kl, normalizer, policy_loss, ppo_clip
 
 
 def test_k3_by_hand():
@@ -68,9 +68,73 @@ def test_normalizer_counts_the_whole_batch():
     assert normalizer(torch.tensor([], dtype=torch.long), "token_mean") == 1  # never divides by zero
 
 
+def test_normalizer_of_data_parallel_ranks_is_the_global_count_per_rank():
+    ranks = [torch.tensor([3, 0, 5]), torch.tensor([1])]
+    totals = batch_counts(ranks[0]) + batch_counts(ranks[1])  # what the all-reduce sums: 9 tokens, 4 sequences
+    assert totals.tolist() == [9.0, 4.0]
+    for lengths in ranks:  # every rank divides by the same global count, over the number of ranks averaging
+        assert normalizer(lengths, "token_mean", totals, 2) == 4.5
+        assert normalizer(lengths, "sequence_mean", totals, 2) == 2.0
+    assert normalizer(torch.tensor([], dtype=torch.long), "token_mean", torch.zeros(2), 2) == 0.5  # never zero
+
+
+def _step_on_ranks(rows_of_ranks, aggregation, global_count):
+    """The loss and gradient of one step, as data parallelism computes them: each rank's share of its rows
+    (micro-batches of 2), the ranks' losses and gradients then averaged as DDP/FSDP average them."""
+    torch.manual_seed(0)
+    weight = torch.randn(3)
+    features, old, ref, adv, mask = _rows()
+    cfg = LossConfig(aggregation=aggregation)
+    totals = sum(batch_counts(mask[rows].sum(-1)) for rows in rows_of_ranks)
+    losses, grads = [], []
+    for rows in rows_of_ranks:
+        w = weight.clone().requires_grad_(True)
+        norm = normalizer(mask[rows].sum(-1), aggregation, totals if global_count else None, len(rows_of_ranks))
+        loss = 0
+        for lo in range(0, len(rows), 2):
+            part = rows[lo : lo + 2]
+            logp = torch.nn.functional.logsigmoid(features[part] @ w)  # [b, T]
+            loss = loss + policy_loss(logp, old[part], ref[part], adv[part], mask[part], norm, cfg)[0]
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(w.grad)
+    return torch.stack(losses).mean(), torch.stack(grads).mean(0)
+
+
+def _rows():
+    """Six rows of very different lengths, with per-token features: a policy whose log-probs depend on a [3] weight."""
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(6, 7, 3, generator=gen)  # [B, T, 3]
+    old = torch.nn.functional.logsigmoid(torch.randn(6, 7, generator=gen))  # [B, T]
+    ref = torch.nn.functional.logsigmoid(torch.randn(6, 7, generator=gen))  # [B, T]
+    adv = torch.randn(6, generator=gen)  # [B]
+    lengths = torch.tensor([7, 7, 6, 7, 1, 2])
+    mask = (torch.arange(7)[None, :] < lengths[:, None]).float()  # [B, T]
+    return features, old, ref, adv, mask
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
+def test_two_data_parallel_ranks_step_as_one_process_with_all_rows(aggregation):
+    # Rank 0 holds four long rows (27 tokens), rank 1 two short ones (3 tokens).
+    one_loss, one_grad = _step_on_ranks([[0, 1, 2, 3, 4, 5]], aggregation, global_count=True)
+    two_loss, two_grad = _step_on_ranks([[0, 1, 2, 3], [4, 5]], aggregation, global_count=True)
+    assert two_loss.item() == pytest.approx(one_loss.item(), rel=1e-5)
+    torch.testing.assert_close(two_grad, one_grad, rtol=1e-5, atol=1e-7)
+    # Each rank normalising by its own count (the mean of per-rank means) weighs rank 1's 3 tokens like rank 0's 27.
+    per_rank_loss, per_rank_grad = _step_on_ranks([[0, 1, 2, 3], [4, 5]], aggregation, global_count=False)
+    assert not torch.allclose(per_rank_grad, one_grad, rtol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("clip_eps", 0.0), ("kl_coef", -1.0), ("aggregation", "mean"), ("ppo_epochs", 0), ("micro_batch_size", 0)],
+    [
+        ("clip_eps", 0.0),
+        ("kl_coef", -1.0),
+        ("aggregation", "mean"),
+        ("ppo_epochs", 0),
+        ("micro_batch_size", 0),
+        ("max_nonfinite_steps", 0),
+    ],
 )
 def test_loss_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"loss.{field}"):

@@ -10,7 +10,10 @@ Aggregation over tokens, for a batch scored in micro-batches with gradient accum
 - ``sequence_mean``: each sequence's tokens are averaged first, then sequences (GRPO as written).
 
 Either way a micro-batch's loss is a *sum* divided by a normaliser computed once for the whole batch, so accumulating
-micro-batches gives exactly the full-batch loss.
+micro-batches gives exactly the full-batch loss. Under data parallelism "the whole batch" is the global one, over every
+rank: the caller sums :func:`batch_counts` over the data-parallel ranks and hands the total to :func:`normalizer`, so
+that the ranks' averaged gradients are exactly those of one process holding every rank's rows (a rank with few or
+short rows no longer weighs as much as one with many).
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class LossConfig:
     """Sequences per forward/backward pass; gradients accumulate within a step."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm; 0 turns it off."""
+    max_nonfinite_steps: int = 3
+    """An update whose loss or gradient norm is NaN or infinite (on any rank) is skipped: no optimizer or scheduler
+    step, and it counts in ``train/skipped_nonfinite``. This many skipped updates in a row stop the run with an error
+    naming the step; 1 stops at the first."""
 
     def __post_init__(self) -> None:
         if not 0 < self.clip_eps < 1:
@@ -52,6 +59,8 @@ class LossConfig:
             raise ValueError(f"loss.micro_batch_size must be >= 1, got {self.micro_batch_size}")
         if self.max_grad_norm < 0:
             raise ValueError(f"loss.max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"loss.max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -78,16 +87,38 @@ def ppo_clip(
     return loss, (clipped < unclipped).float()  # [B, T], [B, T]
 
 
-def normalizer(lengths: torch.Tensor, aggregation: Aggregation) -> torch.Tensor:
+def batch_counts(lengths: torch.Tensor) -> torch.Tensor:
+    """``[tokens, sequences]`` of a batch, as floats: what data-parallel ranks sum (one all-reduce) before
+    :func:`normalizer`.
+
+    Args:
+        lengths: [N] completion tokens per sequence.
+    """
+    return torch.stack([lengths.sum().float(), torch.tensor(float(len(lengths)))])  # [2]
+
+
+def normalizer(
+    lengths: torch.Tensor, aggregation: Aggregation, totals: torch.Tensor | None = None, ranks: int = 1
+) -> torch.Tensor:
     """The denominator of the whole batch, from every sequence's completion length: its token count, or its sequence
     count. Computed once per step, so that micro-batches accumulate to the full-batch loss.
 
+    With data parallelism, ``totals`` is :func:`batch_counts` summed over the ``ranks`` data-parallel ranks, whose
+    gradients are averaged (divided by ``ranks``). Each rank then divides its sum by ``totals / ranks``, so the
+    averaged gradient is the global batch's: every token (``token_mean``) or sequence (``sequence_mean``) of every
+    rank weighs the same, however the rows fall on ranks.
+
     Args:
-        lengths: [N] completion tokens per sequence of the whole batch.
+        lengths: [N] completion tokens per sequence of this rank's batch.
+        totals: [2] tokens and sequences summed over the data-parallel ranks; None on one process.
+        ranks: the number of data-parallel ranks ``totals`` sums over.
     """
-    if aggregation == "token_mean":
-        return lengths.sum().float().clamp_min(1.0)  # []
-    return torch.tensor(float(len(lengths))).clamp_min(1.0)  # []
+    if totals is None:
+        totals, ranks = batch_counts(lengths), 1
+    if ranks < 1:
+        raise ValueError(f"ranks must be >= 1, got {ranks}")
+    count = totals[0] if aggregation == "token_mean" else totals[1]
+    return count.float().clamp_min(1.0) / ranks  # []
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: Aggregation) -> torch.Tensor:
