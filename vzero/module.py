@@ -17,19 +17,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import lightning as L
 import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.strategies import ModelParallelStrategy, SingleDeviceStrategy
 from torchmetrics import MeanMetric, MetricCollection
 
+from vzero import __version__
+from vzero.checkpoint import rng_state, set_rng_state
 from vzero.game import Stage
 from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm, reference_copy
 from vzero.model.policy import ModelInputs
 from vzero.model.shard import shard_model
-from vzero.rl.loss import LossConfig, normalizer, policy_loss
+from vzero.rl.loss import LossConfig, batch_counts, normalizer, policy_loss
 from vzero.rl.schedule import WarmupCosine
 from vzero.rl.stage import MODES, Mode, trained_stages
 from vzero.rollout.batch import TrainBatch
@@ -54,8 +57,8 @@ class VisionZeroModule(L.LightningModule):
 
     def __init__(
         self,
-        model: ModelConfig | None = None,
-        loss: LossConfig | None = None,
+        model: ModelConfig = ModelConfig(),
+        loss: LossConfig = LossConfig(),
         mode: Mode = "iterative",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         schedule: WarmupCosine | None = lazy_instance(WarmupCosine),
@@ -64,8 +67,9 @@ class VisionZeroModule(L.LightningModule):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"model.mode must be one of {MODES}, got {mode!r}")
-        self.model_config = model or ModelConfig()
-        self.loss_config = loss or LossConfig()
+        # Plain dicts as well, as a checkpoint's hyper_parameters hold them (load_from_checkpoint, LightningCLI).
+        self.model_config = ModelConfig.from_dict(model) if isinstance(model, dict) else model or ModelConfig()
+        self.loss_config = LossConfig(**loss) if isinstance(loss, dict) else loss or LossConfig()
         self.mode = mode
         self.optimizer_factory = optimizer
         self.schedule = schedule
@@ -78,8 +82,25 @@ class VisionZeroModule(L.LightningModule):
         self.net: torch.nn.Module | None = None
         self.policy: Policy | None = None
         self.rollout_stats = MetricCollection({k.replace("/", "__"): MeanMetric() for k in ROLLOUT_KEYS})
+        self.skipped_nonfinite = 0
+        """Updates skipped because their loss or gradient norm was not finite, over the whole run (checkpointed)."""
+        self.nonfinite_streak = 0
+        """Of those, how many in a row up to now."""
+        self._resume_rng: dict | None = None
 
     # ---- model -----------------------------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        # Refused before the model loads: the policy calls the model itself, not through a DDP (or FSDP1, DeepSpeed)
+        # wrapper's forward, so such a wrapper would never synchronise gradients and the ranks would drift apart.
+        strategy = self.trainer.strategy
+        if not isinstance(strategy, (SingleDeviceStrategy, ModelParallelStrategy)):
+            raise ValueError(
+                f"trainer.strategy {type(strategy).__name__} is not supported: the policy calls the model directly, "
+                "so its wrapper would never synchronise the ranks' gradients. Use one device (the default strategy, "
+                "trainer.devices: 1) or, on several, trainer.strategy "
+                "lightning.pytorch.strategies.ModelParallelStrategy (FSDP2; see configs/qwen2.5-vl-7b.yaml)"
+            )
 
     def configure_model(self) -> None:
         if self.net is not None:
@@ -117,9 +138,18 @@ class VisionZeroModule(L.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.schedule is None:
             return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)}
+        return {"optimizer": optimizer, "lr_scheduler": self.schedule.build(optimizer, self.schedule_steps)}
+
+    @property
+    def schedule_steps(self) -> int | None:
+        """The optimizer steps the schedule spans: ``model.schedule.steps``, else ``trainer.max_steps``."""
+        if self.schedule is None:
+            return None
+        if self.schedule.fixed():
+            return self.schedule.steps
         if not self.trainer.max_steps or self.trainer.max_steps < 0:
             raise ValueError("model.schedule needs trainer.max_steps (the number of optimizer steps) to be set")
-        return {"optimizer": optimizer, "lr_scheduler": self.schedule.build(optimizer, self.trainer.max_steps)}
+        return self.trainer.max_steps
 
     # ---- training --------------------------------------------------------------------------------------------------
 
@@ -156,7 +186,8 @@ class VisionZeroModule(L.LightningModule):
         self.log("decision/acc", logged["decision/acc"], on_step=True, prog_bar=True, batch_size=len(batch))
         votes = vote_counts(batch.transcripts)
         # Raw counts of this rank: the stage callback sums them over ranks, so every rank switches on the same step.
-        return {k: float(votes[k]) for k in ("votes", "correct", "na")}
+        # The batch itself goes to callbacks that read the games (transcripts).
+        return {**{k: float(votes[k]) for k in ("votes", "correct", "na")}, "batch": batch}
 
     def _rollout_means(self, batch: TrainBatch) -> dict[str, float]:
         """Weighted means of the rollout statistics, reduced over ranks by torchmetrics."""
@@ -191,13 +222,15 @@ class VisionZeroModule(L.LightningModule):
         """``ppo_epochs`` optimizer steps over the batch, accumulating micro-batch gradients within each."""
         cfg = self.loss_config
         opt, sched = self.optimizers(), self.lr_schedulers()
-        # One denominator for the whole batch, so the accumulated micro-batch losses equal the full-batch loss.
+        # One denominator for the whole batch, so the accumulated micro-batch losses equal the full-batch loss; the
+        # counts are summed over ranks, whose gradients are averaged, so every rank's tokens weigh the same.
         lengths = torch.tensor([len(s.completion_ids) for s in batch.samples])  # [N]
-        norm = normalizer(lengths, cfg.aggregation).to(self.device)
+        counts = self.trainer.strategy.reduce(batch_counts(lengths).to(self.device), reduce_op="sum")  # [2]
+        norm = normalizer(lengths, cfg.aggregation, counts, self.trainer.world_size).to(self.device)
         totals = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0}
-        grad_norm = torch.tensor(0.0)
         trainable = [p for p in self.net.parameters() if p.requires_grad]
-        for _ in range(cfg.ppo_epochs):
+        for epoch in range(cfg.ppo_epochs):
+            loss_sum = torch.zeros((), device=self.device)
             for k, (rows, inputs, temps) in enumerate(micro):
                 logp = self.policy.logprobs(inputs, temps)  # [b, C]
                 mask = inputs.completion_mask.to(logp.device)  # [b, C]
@@ -205,26 +238,103 @@ class VisionZeroModule(L.LightningModule):
                 adv = batch.advantage[rows].to(logp.device)  # [b]
                 loss, parts = policy_loss(logp, old, ref_logps[k], adv, mask, norm, cfg)
                 self.manual_backward(loss)
+                loss_sum += loss.detach()
                 for name in ("pg", "kl", "clip_frac"):
                     totals[f"loss/{name}"] += parts[name].item() / cfg.ppo_epochs
-            if cfg.max_grad_norm > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None])
+            norm_value = _full(grad_norm)  # [] the global norm, before clipping
+            if self._skip_nonfinite(loss_sum, norm_value, epoch):
+                opt.zero_grad(set_to_none=True)  # and no scheduler step: the rate follows the steps taken
+                continue
+            if cfg.max_grad_norm > 0:  # the two halves of clip_grad_norm_, with the finiteness check between
+                torch.nn.utils.clip_grads_with_norm_(trainable, cfg.max_grad_norm, grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
-        return {**totals, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0]}
+        return {
+            **totals,
+            "grad_norm": float(norm_value),  # the last pass's
+            "lr": sched.get_last_lr()[0],
+            "train/skipped_nonfinite": float(self.skipped_nonfinite),
+        }
+
+    def _skip_nonfinite(self, loss: torch.Tensor, grad_norm: torch.Tensor, epoch: int) -> bool:
+        """Whether this update must be skipped because its loss or its gradient norm is NaN or infinite on some rank
+        (the flags are summed over ranks, so every rank decides alike). A skipped update is counted and logged with its
+        cause and step; the ``loss.max_nonfinite_steps``-th in a row raises ``FloatingPointError`` naming the step.
+
+        Args:
+            loss: [] the summed loss of this pass; grad_norm: [] the global gradient norm before clipping.
+        """
+        flags = torch.stack([~torch.isfinite(loss), ~torch.isfinite(grad_norm.to(loss.device))]).float()  # [2]
+        flags = self.trainer.strategy.reduce(flags, reduce_op="sum")  # [2]
+        if not flags.any():
+            self.nonfinite_streak = 0
+            return False
+        self.skipped_nonfinite += 1
+        self.nonfinite_streak += 1
+        cause = "the loss" if flags[0] else "the gradient norm"
+        epochs = self.loss_config.ppo_epochs
+        where = f"step {self.trainer.global_step}" + (f" (PPO epoch {epoch + 1} of {epochs})" if epochs > 1 else "")
+        limit = self.loss_config.max_nonfinite_steps
+        if self.nonfinite_streak >= limit:
+            raise FloatingPointError(
+                f"{cause} was not finite at {where}: {self.nonfinite_streak} skipped update(s) in a row reach "
+                f"loss.max_nonfinite_steps={limit}, so training stops. The weights, and every checkpoint, are those "
+                "from before the first skipped update"
+            )
+        if self.trainer.is_global_zero:
+            log.warning(
+                "%s was not finite at %s: update skipped (%d in a row, %d in this run; loss.max_nonfinite_steps=%d)",
+                cause,
+                where,
+                self.nonfinite_streak,
+                self.skipped_nonfinite,
+                limit,
+            )
+        return True
 
     def validation_step(self, batch, batch_idx) -> None:
         """Nothing: evaluation is the WinRateEvaluation callback's, at the end of the validation epoch."""
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------
 
+    def hyperparameters(self) -> dict:
+        """The constructor's arguments in plain types (what a checkpoint's ``hyper_parameters`` hold): the model
+        settings with the base model as the user named it (``tiny``, a hub id, a folder; never a cache folder), the
+        loss, the mode and the batch bound. ``vzero export`` rebuilds the trained model from them alone."""
+        return {
+            "model": asdict(self.model_config),
+            "loss": asdict(self.loss_config),
+            "mode": self.mode,
+            "max_batch_size": self.max_batch_size,
+        }
+
+    def record(self) -> dict:
+        """What a checkpoint says about its run (its ``vzero`` entry): vzero's version, the learning-rate schedule's
+        span, and the MLflow run it logs to, which a resumed run keeps."""
+        return {
+            "version": __version__,
+            "schedule_steps": self.schedule_steps if self._trainer is not None else None,
+            "mlflow_run_id": getattr(self.logger, "run_id", None) if self._trainer is not None else None,
+        }
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hyper_parameters"] = self.hyperparameters()
+        checkpoint["vzero"] = self.record()
         # Only what training changes: the adapter (or every weight in a full fine-tune), never the frozen base.
         trainable = {f"net.{n}" for n, p in self.net.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        step = self.trainer.global_step if self._trainer is not None else None
+        self._check_finite(checkpoint["state_dict"], f"refusing to write a checkpoint at step {step}")
+        checkpoint["VisionZeroModule"] = {
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "nonfinite_streak": self.nonfinite_streak,
+            "rng": rng_state(),  # dropout draws from it: a resumed run restores it before its first step
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._check_schedule((checkpoint.get("vzero") or {}).get("schedule_steps"))
         trainable = {f"net.{n}" for n, p in self.net.named_parameters() if p.requires_grad}
         missing = trainable - set(checkpoint["state_dict"])
         if missing:
@@ -232,6 +342,52 @@ class VisionZeroModule(L.LightningModule):
                 f"the checkpoint lacks {len(missing)} trainable weights (e.g. {sorted(missing)[0]}): "
                 "was it written with a different model.lora setting?"
             )
+        self._check_finite(
+            checkpoint["state_dict"], f"refusing to load the checkpoint of step {checkpoint.get('global_step')}"
+        )
+        state = checkpoint.get("VisionZeroModule", {})  # absent from checkpoints of older versions
+        self.skipped_nonfinite = state.get("skipped_nonfinite", 0)
+        self.nonfinite_streak = state.get("nonfinite_streak", 0)
+        self._resume_rng = state.get("rng")
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # The random state is restored here rather than on load: between loading and the first step Lightning draws
+        # from the global generator (the data loader's base seed), which the uninterrupted run drew long before.
+        if self._resume_rng is not None:
+            set_rng_state(self._resume_rng)
+            self._resume_rng = None
+
+    def _check_finite(self, state_dict: dict[str, torch.Tensor], action: str) -> None:
+        """Raise ``FloatingPointError`` if any tensor of ``state_dict`` holds a NaN or an infinity on any rank."""
+        bad = sorted(k for k, v in state_dict.items() if not torch.isfinite(_local(v)).all())
+        count = torch.tensor(float(len(bad)), device=self.device)
+        if self._trainer is not None:
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")  # every rank raises, or none
+        if count:
+            example = f" (e.g. {bad[0]})" if bad else " (on another rank)"
+            raise FloatingPointError(f"{action}: {int(count)} trainable tensor(s) hold NaN or inf{example}")
+
+    def _check_schedule(self, saved: int | None) -> None:
+        """A resumed run keeps its learning-rate schedule: a different span would jump the rate mid-run."""
+        if saved is None or self.schedule is None or self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        if not self.schedule.fixed() and self.schedule_steps != saved:  # an explicit span is the user's choice
+            raise ValueError(
+                f"the checkpoint's learning-rate schedule spans {saved} steps, but this run's would span "
+                f"{self.schedule_steps} (trainer.max_steps={self.trainer.max_steps}): resuming would jump the rate. "
+                f"Set model.schedule.steps={saved} to keep the schedule (later steps stay at its final rate), or "
+                f"model.schedule.steps={self.schedule_steps} to re-stretch it on purpose"
+            )
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (no collective); any other tensor as is."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's whole value (FSDP2's gradient norm: a collective, so every rank calls it); any other tensor as is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 __all__ = ["LoraSettings", "MODES", "VisionZeroModule"]

@@ -1,12 +1,15 @@
-"""The sharded path: FSDP2 (Lightning's ModelParallelStrategy) over 2 CPU processes with gloo, as on 8 GPUs."""
+"""The sharded path: FSDP2 (Lightning's ModelParallelStrategy) over 2 CPU processes with gloo, as on 8 GPUs; the
+update's normaliser over data-parallel ranks; and the strategies vzero refuses."""
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATEGY = """
@@ -46,7 +49,9 @@ def test_fsdp2_on_two_processes_trains_evaluates_and_checkpoints(tiny_random_pat
     # 8 evaluation games: 2 per rank and half, each half's turns one generate on every rank (no deadlock).
     args = ["--model.model.name_or_path", "tiny-random", "--trainer.max_steps", "2", "--data.games_per_step", "2"]
     out = run("fit", tmp_path, *args, "--eval.games", "8", "--eval.every_n_steps", "0")
-    assert (tmp_path / "checkpoints/tiny/last.ckpt").is_dir()  # a sharded (distributed) checkpoint
+    # One run folder, named by rank 0 and broadcast (ModelCheckpoint.setup), holding a sharded checkpoint.
+    (last,) = (tmp_path / "checkpoints/tiny").glob("*/last.ckpt")
+    assert last.is_dir()
     assert "win rate vs reference at step 2" in out and "over 8 games" in out
 
 
@@ -59,3 +64,144 @@ def test_a_policy_against_itself_scores_one_half_on_two_processes(tiny_path, tmp
     (run_,) = mlflow.search_runs(experiment_names=["vzero-tiny"], output_format="list")
     assert run_.data.metrics["eval/win_rate"] == 0.5
     assert run_.data.metrics["eval/games"] == 14
+
+
+# One VisionZeroModule._update on given rows of a toy policy (log-probs = logsigmoid(features @ w)), with the strategy's
+# real reduce and an optimizer that averages gradients over the ranks before stepping, as FSDP's reduce-scatter does.
+UPDATE = """
+import sys
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.strategies import ModelParallelStrategy, SingleDeviceStrategy
+
+from vzero.module import VisionZeroModule
+from vzero.rl.loss import LossConfig
+
+LENGTHS = [7, 7, 6, 7, 1, 2]
+RANKS = {1: [[0, 1, 2, 3, 4, 5]], 2: [[0, 1, 2, 3], [4, 5]]}  # rank 0: 27 tokens in 4 rows; rank 1: 3 in 2
+
+
+class AveragingSGD(torch.optim.SGD):
+    def step(self, closure=None):
+        if dist.is_initialized():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    dist.all_reduce(p.grad)
+                    p.grad /= dist.get_world_size()
+        return super().step(closure)
+
+
+def one_update(rank, world, aggregation):
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 7, 3, generator=gen)  # [B, T, 3]
+    advantage = torch.randn(6, generator=gen)  # [B]
+    ref = torch.nn.functional.logsigmoid(torch.randn(6, 7, generator=gen))  # [B, T]
+    mask = (torch.arange(7)[None, :] < torch.tensor(LENGTHS)[:, None]).float()  # [B, T]
+    rows = RANKS[world][rank]
+    net = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.3, -0.2, 0.5]]))
+    opt = AveragingSGD(net.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    micro = []
+    for lo in range(0, len(rows), 2):
+        part = rows[lo : lo + 2]
+        inputs = SimpleNamespace(features=features[part], completion_mask=mask[part])
+        micro.append((slice(lo, lo + len(part)), inputs, torch.ones(len(part))))
+    strategy = ModelParallelStrategy() if world > 1 else SingleDeviceStrategy(torch.device("cpu"))
+    cfg = LossConfig(aggregation=aggregation, kl_coef=0.3, max_grad_norm=0.0, micro_batch_size=2)
+    module = VisionZeroModule(loss=cfg)
+    module.net = net
+    module.__dict__["policy"] = SimpleNamespace(
+        logprobs=lambda inputs, temps: torch.nn.functional.logsigmoid(net(inputs.features))[..., 0]  # [b, C]
+    )
+    module.trainer = SimpleNamespace(strategy=strategy, world_size=world, global_step=0)
+    module.optimizers = lambda: opt
+    module.lr_schedulers = lambda: sched
+    module.manual_backward = lambda loss: loss.backward()
+    batch = SimpleNamespace(
+        samples=[SimpleNamespace(completion_ids=[0] * LENGTHS[i]) for i in rows], advantage=advantage[rows]
+    )
+    module._update(batch, micro, [ref[rows][m[0]] for m in micro], None)
+    return net.weight.detach().clone()
+
+
+if __name__ == "__main__":
+    rank, rendezvous, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        torch.save({a: one_update(rank, 2, a) for a in ("token_mean", "sequence_mean")}, out)
+    finally:
+        dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_the_update_on_two_gloo_processes_equals_one_process_with_every_row(tmp_path):
+    script = tmp_path / "update.py"
+    script.write_text(UPDATE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), str(tmp_path / "rendezvous"), str(tmp_path / f"{rank}.pt")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    for worker in workers:
+        out, _ = worker.communicate(timeout=300)
+        assert worker.returncode == 0, out[-3000:]
+    one_process = runpy.run_path(str(script), run_name="reference")
+    for aggregation in ("token_mean", "sequence_mean"):
+        expected = one_process["one_update"](0, 1, aggregation)
+        for rank in range(2):
+            got = torch.load(tmp_path / f"{rank}.pt")[aggregation]
+            # Rank 1's 3 tokens weigh what they weigh in one process, not as much as rank 0's 27.
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn", "fsdp"])
+def test_strategies_that_cannot_work_are_refused_naming_the_key(strategy):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from vzero.module import VisionZeroModule
+
+    module = VisionZeroModule()
+    module.trainer = SimpleNamespace(strategy=StrategyRegistry.get(strategy))
+    with pytest.raises(ValueError, match=r"trainer.strategy \w+Strategy is not supported.*ModelParallelStrategy"):
+        module.setup("fit")
+
+
+def test_one_device_and_fsdp2_are_accepted():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import ModelParallelStrategy, SingleDeviceStrategy
+
+    from vzero.module import VisionZeroModule
+
+    module = VisionZeroModule()
+    for strategy in (SingleDeviceStrategy(torch.device("cpu")), ModelParallelStrategy()):
+        module.trainer = SimpleNamespace(strategy=strategy)
+        module.setup("fit")
+
+
+@pytest.mark.slow
+def test_ddp_on_two_processes_is_refused_at_start(tiny_random_path, tmp_path):
+    argv = [sys.executable, "-m", "vzero", "fit", "--config", str(ROOT / "configs/tiny.yaml")]
+    argv += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.enable_progress_bar", "false"]
+    argv += ["--model.model.name_or_path", "tiny-random", "--trainer.max_steps", "1", "--data.games_per_step", "1"]
+    argv += ["--eval.games", "2", "--eval.every_n_steps", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = done.stderr + done.stdout
+    assert done.returncode != 0, out[-3000:]
+    assert "trainer.strategy DDPStrategy is not supported" in out, out[-3000:]
+    assert "ModelParallelStrategy" in out
+    assert not (tmp_path / "checkpoints").exists()  # refused before any step

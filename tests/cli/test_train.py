@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vzero.__main__ import main
+from vzero.rl.schedule import WarmupCosine
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -116,33 +117,65 @@ def test_fit_writes_an_mlflow_run_with_every_metric(tiny_path, tmp_path, monkeyp
     assert run.info.status == "FINISHED" and run.info.run_name == "smoke"
     assert REQUIRED_METRICS <= set(run.data.metrics), REQUIRED_METRICS - set(run.data.metrics)
     assert {run.data.tags[k] for k in ("mode", "domain", "model")} == {"iterative", "clevr", "tiny"}
-    assert run.data.params["model.loss.kl_coef"] == "0.04" and run.data.params["data.games_per_step"] == "2"
+    params = run.data.params
+    assert params["model.loss.kl_coef"] == "0.04" and params["data.games_per_step"] == "2"
+    assert params["data.pairs.init_args.size"] == "[240, 160]" and params["model.model.lora.target_modules"] == "null"
+    assert params["trainer.max_steps"] == "3" and "trainer.benchmark" not in params  # a Lightning default: not a param
+    assert not any(k.startswith("config") or "Path_fsr" in v for k, v in params.items())
+    assert run.data.tags["vzero.version"] and run.data.tags["config"].endswith("configs/tiny.yaml")
     client = mlflow.tracking.MlflowClient()
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml", "transcripts"]
+    logged = [a.path for a in client.list_artifacts(run.info.run_id, "transcripts")]
+    assert logged == ["transcripts/eval-step000002", "transcripts/eval-step000003"]
+    files = {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(run.info.run_id, logged[0])}
+    assert files == {"transcripts.html", "transcripts.jsonl"}
     history = client.get_metric_history(run.info.run_id, "eval/win_rate")
     assert [m.step for m in history] == [2, 3]  # every 2 steps, and at the end
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/pg")] == [0, 1, 2]
 
 
-def test_checkpoints_hold_the_adapter_not_the_base_and_resume(tiny_path, tmp_path, monkeypatch):
+def test_checkpoints_hold_the_adapter_and_a_resumed_run_continues_its_run_and_schedule(
+    tiny_path, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     common = ["fit", "--config", TINY, *FAST, "--checkpoint.every_n_train_steps", "1", "--eval.every_n_steps", "0"]
-    main([*common, "--trainer.max_steps", "2"])
-    ckpt = torch.load(tmp_path / "checkpoints/tiny/last.ckpt", weights_only=False)
+    # Stop after 2 of the schedule's 4 steps (as a killed run would), then resume to the end.
+    main([*common, "--trainer.max_steps", "2", "--model.schedule.steps", "4", "--run_name", "long"])
+    (folder,) = (tmp_path / "checkpoints/tiny").iterdir()
+    assert folder.name.startswith("long-")  # each run its own folder
+    ckpt = torch.load(folder / "last.ckpt", weights_only=True)
     assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])
     assert ckpt["GameRolloutDataModule"]["position"] == 2
     assert set(ckpt["callbacks"]) >= {"IterativeSPO", "WinRateEvaluation"}
     assert ckpt["optimizer_states"] and ckpt["lr_schedulers"]
-    size = (tmp_path / "checkpoints/tiny/last.ckpt").stat().st_size
+    settings, record = ckpt["hyper_parameters"], ckpt["vzero"]
+    assert settings["model"]["name_or_path"] == "tiny" and settings["model"]["lora"]["r"] == 16
+    assert settings["mode"] == "iterative" and settings["loss"]["kl_coef"] == 0.04
+    assert record["schedule_steps"] == 4 and record["version"]
+    size = (folder / "last.ckpt").stat().st_size
     base = sum(f.stat().st_size for f in Path(tiny_path).glob("*.safetensors"))
     assert size < base / 2, (size, base)
 
-    main([*common, "--trainer.max_steps", "4", "--ckpt_path", "last"])
-    resumed = torch.load(tmp_path / "checkpoints/tiny/last.ckpt", weights_only=False)
+    main([*common, "--trainer.max_steps", "4", "--model.schedule.steps", "4", "--ckpt_path", "last"])
+    assert list((tmp_path / "checkpoints/tiny").iterdir()) == [folder]  # the same folder
+    resumed = torch.load(folder / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 4
     assert resumed["GameRolloutDataModule"]["position"] == 4  # new games, not a replay of steps 0-1
     assert resumed["callbacks"]["IterativeSPO"]["stage"]["dwell"] == 4
     assert resumed["GameRolloutDataModule"]["baselines"]["spy"] != 0.0  # the RAE baselines, with their owner
+    assert resumed["vzero"]["mlflow_run_id"] == record["mlflow_run_id"]
+
+    (run,) = runs("vzero-tiny")  # one run, one record
+    assert run.info.run_id == record["mlflow_run_id"] and run.info.run_name == "long"
+    client = mlflow.tracking.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/pg")] == [0, 1, 2, 3]
+    lr = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)]
+    schedule = WarmupCosine(warmup=0.1)
+    assert lr == pytest.approx([5e-4 * schedule.factor(s + 1, 4) for s in range(4)])  # one schedule, no jump
+
+    # A resume that would re-stretch the schedule (4 steps -> 6) is refused, naming the fix.
+    with pytest.raises(SystemExit, match="schedule spans 4 steps.*model.schedule.steps=4"):
+        main(["fit", "--config", TINY, *FAST, "--trainer.max_steps", "6", "--ckpt_path", str(folder / "last.ckpt")])
 
 
 @pytest.mark.parametrize("overlay", ["iterative", "pure_clue", "pure_decision"])
@@ -160,7 +193,7 @@ def test_ablation_overlays_run(overlay, tiny_path, tmp_path, monkeypatch):
             "2",
         ]
     )
-    (run,) = runs("vzero-ablation")
+    (run,) = runs("vzero-tiny")  # the overlays log with their base, so one `vzero compare` shows them all
     assert run.info.run_name == overlay
     assert (
         run.data.tags["mode"] == {"iterative": "iterative", "pure_clue": "clue", "pure_decision": "decision"}[overlay]
@@ -186,3 +219,48 @@ def test_long_config_values_are_truncated_in_mlflow_never_an_error(tmp_path):
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     params = client.get_run(logger.run_id).data.params
     assert params["data.seed"] == "0" and params["data.pairs.root"] == "x" * 250
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.loss.clip_eps", "2"], "loss.clip_eps must be in (0, 1), got 2"),
+        (["--eval.games", "7"], "eval.games must be an even number >= 2, got 7"),
+    ],
+)
+def test_an_out_of_range_value_is_one_line_naming_the_key(args, message, tmp_path, monkeypatch, capsys):
+    from vzero.cli.train import VZeroCLI
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        VZeroCLI(args=["--config", TINY, *args], run=False)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_options_are_never_abbreviated_and_there_is_one_optimizer_surface(capsys):
+    for args in (["--trainer.max_step", "5"], ["--optimizer", "torch.optim.SGD"]):
+        with pytest.raises(SystemExit) as e:
+            main(["fit", "--config", TINY, *args, "--print_config"])
+        assert e.value.code != 0
+        assert args[0].lstrip("-") in capsys.readouterr().err
+
+
+def test_a_yaml_error_names_its_file(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("trainer:\n  max_steps: 2\n   oops: [\n")
+    with pytest.raises(SystemExit, match=f"{bad} is not valid YAML"):
+        main(["fit", "--config", TINY, "--config", str(bad), "--print_config"])
+    with pytest.raises(SystemExit, match="missing.yaml: No such file"):
+        main(["fit", f"--config={tmp_path / 'missing.yaml'}", "--print_config"])
+
+
+def test_help_opens_with_vzeros_options_and_documents_nested_fields(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    assert text.index("--model.mode") < text.index("--trainer.max_steps")
+    assert "ε of PPO-clip" in text  # LossConfig.clip_eps's field docstring
+    assert "Upper bound on a picture's pixels" in text  # a ModelConfig field
+    assert "--model.model.lora.help" in text  # an optional group (LoRA can be null) documents itself on request

@@ -1,7 +1,17 @@
-"""Callbacks that hold Iterative-SPO's cross-step state: the stage, the win-rate evaluations; and the progress bar."""
+"""Callbacks that hold Iterative-SPO's cross-step state: the stage, the win-rate evaluations; the game transcripts
+and the progress bar."""
 
 from vzero.callbacks.progress import GameProgressBar
 from vzero.callbacks.stage import IterativeSPO
+from vzero.callbacks.transcripts import TrainingTranscripts, log_transcripts
 from vzero.callbacks.winrate import WinRateEvaluation, win_counts, win_rates
 
-__all__ = ["GameProgressBar", "IterativeSPO", "WinRateEvaluation", "win_counts", "win_rates"]
+__all__ = [
+    "GameProgressBar",
+    "IterativeSPO",
+    "TrainingTranscripts",
+    "WinRateEvaluation",
+    "log_transcripts",
+    "win_counts",
+    "win_rates",
+]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
+from vzero.callbacks.transcripts import log_transcripts
 from vzero.data.pairs import PairSource
 from vzero.game import Stage, Transcript
 from vzero.model.sampling import Sampling
@@ -112,6 +113,8 @@ class WinRateEvaluation(L.Callback):
         sampling: sampling settings; None uses the data module's.
         at_end: also evaluate when training ends.
         at_start: also evaluate before the first step (a policy against itself: 0.5 exactly, and the start's votes).
+        transcripts: games of each evaluation logged as a transcript (half from each side, rank 0's first games;
+            see :mod:`vzero.callbacks.transcripts`); 0 logs none.
     """
 
     def __init__(
@@ -123,20 +126,34 @@ class WinRateEvaluation(L.Callback):
         sampling: Sampling | None = None,
         at_end: bool = True,
         at_start: bool = False,
+        transcripts: int = 8,
     ) -> None:
         if games < 2 or games % 2:
             raise ValueError(f"eval.games must be an even number >= 2, got {games}")
         if every_n_steps < 0:
             raise ValueError(f"eval.every_n_steps must be >= 0, got {every_n_steps}")
         self.games, self.every_n_steps, self.pairs, self.seed = games, every_n_steps, pairs, seed
-        self.sampling, self.at_end, self.at_start = sampling, at_end, at_start
+        if transcripts < 0:
+            raise ValueError(f"eval.transcripts must be >= 0, got {transcripts}")
+        self.sampling, self.at_end, self.at_start, self.transcripts = sampling, at_end, at_start, transcripts
         self.evaluations = 0
         self.last: dict[str, float] = {}
         self.last_step = -1
+        self.last_pairs: list = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and trainer.global_step:
+        step = trainer.global_step
+        due = self.every_n_steps and step % self.every_n_steps == 0 and step
+        if (due or self.is_final_step(trainer)) and self.last_step != step:  # a skipped update repeats its step
             self.evaluate(trainer, pl_module)
+
+    def is_final_step(self, trainer: L.Trainer) -> bool:
+        """Whether the step just taken reaches ``trainer.max_steps`` (with ``at_end``). The final evaluation runs then,
+        inside the last step and before that step's checkpoint is written (Lightning runs checkpoint callbacks last):
+        so a checkpoint at ``max_steps`` always holds it, and a run killed during it resumes from an earlier checkpoint
+        and replays the last step, never into "max_steps reached" with the evaluation lost. Training that ends
+        otherwise (no ``max_steps``, or stopped early) is evaluated in ``on_train_end``."""
+        return self.at_end and 0 < trainer.max_steps <= trainer.global_step
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.at_start and trainer.global_step == 0:
@@ -161,7 +178,8 @@ class WinRateEvaluation(L.Callback):
 
     @torch.no_grad()
     def play_halves(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list, list]:
-        """This rank's games, played once with the trained policy as the civilians and once as the spy."""
+        """This rank's games, played once with the trained policy as the civilians and once as the spy (their pairs
+        are then in :attr:`last_pairs`)."""
         datamodule = trainer.datamodule
         config, sampling = datamodule.game, self.sampling or datamodule.sampling
         pairs = self.evaluation_pairs(datamodule.pairs)
@@ -171,6 +189,7 @@ class WinRateEvaluation(L.Callback):
         counted = len(mine)
         mine += [mine[0] if mine else 0] * (math.ceil(len(pairs) / world) - counted)
         chosen, seeds = [pairs[i] for i in mine], [self.seed + i for i in mine]
+        self.last_pairs = chosen[:counted]
         engine = RolloutEngine(pl_module.policy)
         with pl_module.policy.frozen():
             as_civilians, as_spy = (
@@ -180,7 +199,8 @@ class WinRateEvaluation(L.Callback):
         return as_civilians, as_spy
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        counts = win_counts(*self.play_halves(trainer, pl_module))
+        halves = self.play_halves(trainer, pl_module)
+        counts = win_counts(*halves)
         summed = trainer.strategy.reduce(
             torch.tensor([counts[k] for k in COUNT_KEYS], dtype=torch.float64, device=pl_module.device), reduce_op="sum"
         )
@@ -194,7 +214,23 @@ class WinRateEvaluation(L.Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
         if trainer.global_rank == 0:
             log.info(summary(trainer.global_step, metrics))
+        self._log_transcripts(trainer, *halves)
         return metrics
+
+    def _log_transcripts(self, trainer: L.Trainer, as_civilians: list, as_spy: list) -> None:
+        half = (self.transcripts + 1) // 2
+        n = min(half, len(self.last_pairs))
+        if not n:
+            return
+        step = trainer.global_step
+        log_transcripts(
+            trainer,
+            f"eval-step{step:06d}",
+            [*self.last_pairs[:n], *self.last_pairs[:n]],
+            [*as_civilians[:n], *as_spy[:n]],
+            f"evaluation at step {step}: the trained policy against the frozen reference "
+            f"(games 1-{n}: trained civilians; {n + 1}-{2 * n}: trained spy)",
+        )
 
     def state_dict(self) -> dict:
         return {"evaluations": self.evaluations, "last": dict(self.last), "last_step": self.last_step}

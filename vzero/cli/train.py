@@ -6,17 +6,27 @@ Every key of a YAML config is a parameter of a class signature; help text comes 
 - ``stage``: the :class:`~vzero.rl.stage.StageConfig` of the :class:`~vzero.callbacks.IterativeSPO` callback (always
   present: it owns the stage); ``phases``, its old name, still works and says so;
 - ``eval``: the :class:`~vzero.callbacks.WinRateEvaluation` callback;
-- ``checkpoint``: the ``ModelCheckpoint`` (adapter weights, optimizer, scheduler, callback and data state);
-- ``experiment`` and ``run_name``: where the run lands in MLflow.
+- ``checkpoint``: the ``ModelCheckpoint`` (adapter weights, optimizer, scheduler, callback and data state); each run
+  writes into its own folder ``<checkpoint.dirpath>/<run name>-<run id>``;
+- ``transcripts``: the :class:`~vzero.callbacks.TrainingTranscripts` callback (off unless ``every_n_steps`` is set);
+- ``experiment``, ``run_name`` and ``tracking_uri``: where the run lands in MLflow.
 
-MLflow is the default logger: a local store under ``./mlruns`` (SQLite, with artifacts beside it), tagged with the mode,
-domain and model, with the flattened config as params and the resolved config file as an artifact.
+MLflow is the default logger: a local store under ``./mlruns`` (SQLite, with artifacts beside it), or any tracking
+server given by ``tracking_uri``. A run is tagged with its mode, domain, model, vzero version and git commit; its params
+are the settings a researcher sets (every vzero key, and the trainer and checkpoint keys that differ from Lightning's
+defaults), its artifacts the resolved config and the game transcripts.
+
+One run, one record: ``--ckpt_path`` (a file, or ``last`` for the newest ``last.ckpt`` of the experiment, or of
+``run_name`` when set) continues the checkpoint's MLflow run, writes into its checkpoint folder, and keeps its
+learning-rate schedule.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,11 +34,16 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+import yaml
+from jsonargparse import Namespace, lazy_instance, set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from vzero.callbacks import GameProgressBar, IterativeSPO, WinRateEvaluation
+from vzero import __version__
+from vzero.callbacks import GameProgressBar, IterativeSPO, TrainingTranscripts, WinRateEvaluation
+from vzero.checkpoint import CheckpointError, VerifiedCheckpointIO
+from vzero.cli.runs import read_record
 from vzero.module import VisionZeroModule
 from vzero.rl.stage import StageConfig
 from vzero.rollout import GameRolloutDataModule
@@ -38,16 +53,32 @@ log = logging.getLogger(__name__)
 MLRUNS = Path("mlruns")
 
 
-def mlflow_logger(experiment: str, run_name: str, tags: dict[str, str], root: Path = MLRUNS) -> MLFlowLogger:
-    """A logger on the local store: ``root/mlflow.db`` for runs and metrics, ``root/artifacts`` for files."""
+def local_store(root: Path = MLRUNS) -> tuple[str, str]:
+    """The local MLflow store: ``root/mlflow.db`` for runs and metrics, ``root/artifacts`` for files."""
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+def mlflow_logger(
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+    root: Path = MLRUNS,
+) -> MLFlowLogger:
+    """A logger on ``tracking_uri`` (the local store when None); with ``run_id``, one that continues that run."""
+    artifact_location = None
+    if tracking_uri is None:
+        tracking_uri, artifact_location = local_store(root)
     return MLFlowLogger(
         experiment_name=experiment,
         run_name=run_name,
-        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        artifact_location=(root / "artifacts").as_uri(),
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
         tags=tags,
+        run_id=run_id,
     )
 
 
@@ -55,21 +86,80 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             out.update(flatten(value, f"{name}."))
         else:
             out[name] = value
     return out
 
 
+_LIGHTNING_GROUPS = ("trainer.", "checkpoint.")
+_NOT_SETTINGS = {"config", "ckpt_path", "weights_only", "print_config"}
+
+
+def run_params(config: dict, defaults: dict) -> dict[str, str]:
+    """The params a run logs: every vzero setting, and the Lightning ones (``trainer.*``, ``checkpoint.*``) that differ
+    from their defaults, each value written as YAML writes it (``null``, ``true``, ``[240, 160]``), never as a Python
+    repr."""
+    flat, base = flatten(config), flatten(defaults)
+    out = {}
+    for key, value in flat.items():
+        if key in _NOT_SETTINGS or (key.startswith(_LIGHTNING_GROUPS) and base.get(key, object()) == value):
+            continue
+        out[key] = _plain(value)
+    return out
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return str(value)
+
+
+def run_tags(base: dict[str, str], config_files: list[str]) -> dict[str, str]:
+    """``base`` plus the vzero version, the git commit of vzero's source when it is a checkout, and the config files."""
+    tags = {**base, "vzero.version": __version__}
+    commit = git_commit()
+    if commit:
+        tags["vzero.commit"] = commit
+    if config_files:
+        tags["config"] = ", ".join(config_files)
+    return tags
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout vzero runs from (with ``-dirty`` when it has changes), or None."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head or None
+
+
 class LogConfigToMLflow(SaveConfigCallback):
-    """Logs the flattened config as params (long values truncated) and the resolved YAML as an artifact."""
+    """Logs the run's settings as params (see :func:`run_params`) and the resolved YAML as an artifact, once per run:
+    a resumed run keeps the params it started with."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         for logger in trainer.loggers:
             if not isinstance(logger, MLFlowLogger):
                 continue
-            logger.log_hyperparams(flatten(self.config.clone().as_dict()))
+            if logger.experiment.get_run(logger.run_id).data.params:
+                continue  # a resumed run: its params were logged when it started
+            defaults = self.parser.get_defaults().as_dict()
+            logger.log_hyperparams(run_params(self.config.clone().as_dict(), defaults))
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "config.yaml"
                 path.write_text(self.parser.dump(self.config, skip_none=False))
@@ -80,25 +170,42 @@ class VZeroCLI(LightningCLI):
     """The training command line."""
 
     def __init__(self, args=None, run: bool = True) -> None:
+        self.resumed: tuple[Path, dict] | None = None
+        """The checkpoint a fit resumes from, and its record (see :meth:`VisionZeroModule.record`)."""
         super().__init__(
             VisionZeroModule,
             GameRolloutDataModule,
             save_config_callback=LogConfigToMLflow,
             save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
-            trainer_defaults={"log_every_n_steps": 1, "num_sanity_val_steps": 0},
-            parser_kwargs={"description": "vzero: train a VLM by self-play on 'Who is the Spy?'"},
+            trainer_defaults={
+                "log_every_n_steps": 1,
+                "num_sanity_val_steps": 0,
+                "plugins": lazy_instance(VerifiedCheckpointIO),  # atomic writes, verified loads
+            },
+            parser_kwargs={
+                "description": "vzero: train a VLM by self-play on 'Who is the Spy?'",
+                "allow_abbrev": False,  # `--trainer.max_step 5` is an error, not max_steps
+            },
+            auto_configure_optimizers=False,  # the optimizer is model.optimizer, the schedule model.schedule
             args=args,
             run=run,
         )
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """vzero's groups first, Lightning's trainer last, so ``--help`` opens with the settings that matter."""
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+        parser.add_class_arguments(StageConfig, "stage", help="The stage switch of Iterative-SPO.")
+        parser.add_lightning_class_args(WinRateEvaluation, "eval")
+        parser.add_lightning_class_args(TrainingTranscripts, "transcripts")
         parser.add_argument("--experiment", default="vzero", help="MLflow experiment name.")
         parser.add_argument("--run_name", default=None, help="MLflow run name (default: mode and time).")
-        parser.add_class_arguments(StageConfig, "stage", help="The stage switch of Iterative-SPO.")
+        parser.add_argument(
+            "--tracking_uri", default=None, help="MLflow tracking URI, e.g. http://host:5000 (default: ./mlruns)."
+        )
         parser.add_argument(
             "--phases", type=StageConfig | None, default=None, help="Deprecated: the old name of ``stage``."
         )
-        parser.add_lightning_class_args(WinRateEvaluation, "eval")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -108,27 +215,64 @@ class VZeroCLI(LightningCLI):
                 "checkpoint.save_top_k": 0,
             }
         )
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+
+    def instantiate_classes(self) -> None:
+        """A setting out of range is a one-line error naming the key, not a traceback."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            print(f"vzero {self.subcommand}: error: {error}", file=sys.stderr)
+            sys.exit(2)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         callbacks = [*callbacks, IterativeSPO(self._get(self.config_init, "stage"))]
         if config.get("enable_progress_bar") is not False:  # off e.g. on a cluster, where logs are files
             callbacks = [*callbacks, GameProgressBar()]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        run_name = cfg.run_name or f"{cfg.model.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_id = None
         if config.get("logger") in (None, True):
-            cfg = self.config[self.subcommand] if self.subcommand else self.config
-            mode = cfg.model.mode
             tags = {
-                "mode": mode,
+                "mode": cfg.model.mode,
                 "domain": _domain(self.datamodule),
                 "model": cfg.model.model.name_or_path if cfg.model.model else "tiny",
                 "command": self.subcommand,
             }
-            run_name = cfg.run_name or f"{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-            config["logger"] = mlflow_logger(cfg.experiment, run_name, tags)
+            files = [str(f) for f in cfg.get("config") or []]
+            resumed_run = self.resumed[1].get("mlflow_run_id") if self.resumed else None
+            logger = mlflow_logger(cfg.experiment, run_name, run_tags(tags, files), cfg.tracking_uri, resumed_run)
+            config["logger"] = logger
+            run_id = logger.run_id
+            if resumed_run:
+                log.info("continuing MLflow run %s", run_id)
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint) and self.subcommand == "fit":
+                folder = (
+                    self.resumed[0].parent if self.resumed else run_folder(cfg.checkpoint.dirpath, run_name, run_id)
+                )
+                callback.dirpath = str(folder.resolve())
+                log.info("checkpoints: %s", folder)
         return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
-        """Fold the deprecated ``phases`` key into ``stage``: the fields it sets win."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self._fold_phases(cfg)
+        if self.subcommand == "fit" and cfg.get("ckpt_path"):
+            path = resolve_checkpoint(cfg.ckpt_path, cfg.checkpoint.dirpath, cfg.run_name)
+            cfg.ckpt_path = str(path)
+            try:
+                # A sharded checkpoint (a folder) is read by the strategy alone: its run starts a new MLflow run.
+                self.resumed = (path, read_record(path) if path.is_file() else {})
+            except CheckpointError as error:
+                raise SystemExit(f"vzero fit: error: ckpt_path: {error}") from None
+            check_schedule(self.resumed[1], cfg)
+            log.info("resuming from %s", path)
+
+    @staticmethod
+    def _fold_phases(cfg) -> None:
+        """Fold the deprecated ``phases`` key into ``stage``: the fields it sets win."""
         if cfg.get("phases") is None:
             return
         log.warning("the config key 'phases' is deprecated: rename it to 'stage' (same fields)")
@@ -139,11 +283,63 @@ class VZeroCLI(LightningCLI):
         cfg.phases = None
 
 
+def check_schedule(record: dict, cfg) -> None:
+    """Refuse, before anything starts, a resume that would re-stretch the checkpoint's learning-rate schedule (the
+    module checks the same when it loads the checkpoint; failing here leaves the run's MLflow record untouched)."""
+    saved, schedule = record.get("schedule_steps"), cfg.model.get("schedule")
+    if saved is None or schedule is None:
+        return
+    if isinstance(schedule, Namespace):
+        explicit = schedule.get("init_args", Namespace()).get("steps")
+    else:
+        explicit = getattr(schedule, "steps", None)
+    if explicit is None and cfg.trainer.max_steps != saved:
+        raise SystemExit(
+            f"vzero fit: error: the checkpoint's learning-rate schedule spans {saved} steps, but trainer.max_steps is "
+            f"{cfg.trainer.max_steps}: resuming would jump the rate. Set model.schedule.steps={saved} to keep the "
+            f"schedule (later steps stay at its final rate), or model.schedule.steps={cfg.trainer.max_steps} to "
+            "re-stretch it on purpose"
+        )
+
+
+def run_folder(root: str | os.PathLike, run_name: str, run_id: str | None) -> Path:
+    """A run's own checkpoint folder: ``root/<run name>-<first 8 of the run id>`` (``root/<run name>`` unlogged)."""
+    return Path(root) / (f"{run_name}-{run_id[:8]}" if run_id else run_name)
+
+
+def resolve_checkpoint(ckpt_path: str, root: str | os.PathLike, run_name: str | None) -> Path:
+    """``last`` is the newest ``last.ckpt`` in the run folders under ``root`` (of ``run_name``'s runs when set);
+    anything else must exist (a file, or the folder of a sharded checkpoint)."""
+    if ckpt_path != "last":
+        path = Path(ckpt_path)
+        if not path.exists():
+            raise SystemExit(f"vzero fit: error: ckpt_path: no such file: {path}")
+        return path
+    root = Path(root)
+    pattern = f"{run_name}*/last.ckpt" if run_name else "*/last.ckpt"
+    found = sorted([*root.glob(pattern), *root.glob("last.ckpt")], key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"vzero fit: error: ckpt_path=last, but no {pattern} under {root} (checkpoint.dirpath)")
+    return found[-1]
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes, not the stream it was when the handler was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _) -> None:
+        pass
+
+
 def _log_to_console() -> None:
     """Stage switches, win rates and the tiny model's one-time build are worth seeing as they happen."""
     logger = logging.getLogger("vzero")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("[vzero] %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -165,14 +361,52 @@ _EXPECTED_WARNINGS = (
     r"Found \d+ module\(s\) in eval mode",
     # a checkpoint holds the state after its step's update, which is the state a resumed run continues from.
     r"Using ModelCheckpoint with manual optimization",
+    # `vzero play` hands LightningCLI the options it does not read itself, while sys.argv holds the whole command;
+    r"LightningCLI's args parameter is intended",
+    # deprecations inside Lightning and peft, not in anything vzero calls:
+    r".*isinstance\(treespec, LeafSpec\)",
+    r".*`is_gradient_checkpointing` is deprecated",
+)
+_QUIET_LOGGERS = (
+    "bitsandbytes.backends.cpu.ops",  # a missing optional kernel for 4-bit on CPU, a path vzero does not take
+    "mlflow.store.db.utils",  # "Creating initial MLflow database tables..."
 )
 
 
-def main(args: list[str]) -> None:
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def check_config_files(args: list[str]) -> None:
+    """A YAML file that does not parse is an error naming the file (jsonargparse would name ``<unicode string>``)."""
+    for i, arg in enumerate(args):
+        path = args[i + 1] if arg == "--config" and i + 1 < len(args) else arg.partition("=")[2]
+        if not (arg == "--config" or arg.startswith("--config=")) or not path:
+            continue
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except OSError as error:
+            raise SystemExit(f"vzero: error: --config {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise SystemExit(f"vzero: error: {path} is not valid YAML: {error}") from None
+
+
+def quiet() -> None:
+    """Silence what vzero does on purpose or never uses; keep vzero's own progress lines."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _log_to_console()
     for message in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass fields' docstrings in --help
+
+
+def main(args: list[str]) -> None:
+    quiet()
+    check_config_files(args)
     # From the shell, LightningCLI reads sys.argv itself (its multi-process launchers re-run that command line);
     # from Python, the arguments come in ``args``.
     VZeroCLI(args=None if args == sys.argv[1:] else args)

@@ -68,6 +68,12 @@ class ModelConfig:
     """Upper bound on a picture's pixels after resizing: fewer visual tokens, less memory."""
     trust_remote_code: bool = False
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> ModelConfig:
+        """The config that ``dataclasses.asdict`` turned into ``fields`` (LoRA settings included)."""
+        lora = fields.get("lora", LoraSettings())
+        return cls(**{**fields, "lora": LoraSettings(**lora) if isinstance(lora, dict) else lora})
+
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")

@@ -13,14 +13,23 @@ class WarmupCosine:
     Args:
         warmup: fraction of the steps spent warming up (the paper uses 10%).
         min_ratio: the final learning rate, as a fraction of the peak.
+        steps: the optimizer steps the schedule spans; None spans ``trainer.max_steps``. A resumed run keeps the span
+            its checkpoint was trained with: set this to extend a run past its original ``max_steps`` on purpose
+            (steps past the span stay at ``min_ratio``).
     """
 
-    def __init__(self, warmup: float = 0.1, min_ratio: float = 0.0) -> None:
+    def __init__(self, warmup: float = 0.1, min_ratio: float = 0.0, steps: int | None = None) -> None:
         if not 0 <= warmup < 1:
             raise ValueError(f"schedule.warmup must be in [0, 1), got {warmup}")
         if not 0 <= min_ratio <= 1:
             raise ValueError(f"schedule.min_ratio must be in [0, 1], got {min_ratio}")
-        self.warmup, self.min_ratio = warmup, min_ratio
+        if steps is not None and steps < 1:
+            raise ValueError(f"schedule.steps must be >= 1 or null, got {steps}")
+        self.warmup, self.min_ratio, self.steps = warmup, min_ratio, steps
+
+    def fixed(self) -> bool:
+        """True when ``steps`` fixes the span (a method, so a lazily built instance is built before it answers)."""
+        return self.steps is not None
 
     def factor(self, step: int, total: int) -> float:
         """The multiplier of the peak rate at optimizer step ``step`` (0-based) of ``total``."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vzero.data.pairs.base import ImagePair
 from vzero.game import Stage
 from vzero.rl.advantages import RoleBaselines, group_normalize
 from vzero.rollout.engine import RolloutTranscript, TurnSample
@@ -36,6 +37,8 @@ class TrainBatch:
     """Seconds spent producing the batch (``rollout``, ``pairs``), filled by the data module."""
     baselines: dict[str, float] = field(default_factory=dict)
     """The role baselines after this batch's games were folded in (``rae/b_spy``, ``rae/b_civ``), for logging."""
+    pairs: list[ImagePair] = field(default_factory=list)
+    """Each game's pictures, aligned with ``transcripts`` (filled by the data module), for transcripts."""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -55,7 +58,15 @@ class TrainBatch:
             transcripts=self.transcripts,
             timings=self.timings,
             baselines=self.baselines,
+            pairs=self.pairs,
         )
+
+    def game_advantages(self) -> list[list[float]]:
+        """Each game's advantages in play order (its samples' order in the batch)."""
+        out: list[list[float]] = [[] for _ in self.transcripts]
+        for g, a in zip(self.game.tolist(), self.advantage.tolist()):
+            out[g].append(a)
+        return out
 
     def of_stages(self, stages: Collection[Stage]) -> TrainBatch:
         """The samples of ``stages`` only: the stage mask of the loss, applied by selection."""

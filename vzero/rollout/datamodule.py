@@ -54,8 +54,8 @@ class GameRolloutDataModule(L.LightningDataModule):
     def __init__(
         self,
         pairs: PairSource | None = None,
-        game: GameConfig | None = None,
-        sampling: Sampling | None = None,
+        game: GameConfig = GameConfig(),
+        sampling: Sampling = Sampling(),
         games_per_step: int = 8,
         seed: int = 0,
     ) -> None:
@@ -104,6 +104,7 @@ class GameRolloutDataModule(L.LightningDataModule):
         batch = build_batch(transcripts, self.baselines)
         self._sync_baselines()
         batch.timings = {"rollout": rollout_seconds, "pairs": load_seconds}
+        batch.pairs = pairs
         batch.baselines = {"rae/b_spy": self.baselines.spy, "rae/b_civ": self.baselines.civilian}
         return batch
 

@@ -1,0 +1,79 @@
+"""Game transcripts as run artifacts: the pages and JSONL files of :mod:`vzero.rollout.transcripts`, logged to MLflow.
+
+Evaluations log theirs through :class:`~vzero.callbacks.WinRateEvaluation` (``eval.transcripts``); training steps
+through :class:`TrainingTranscripts`, off by default. Each lands in the run's artifacts under ``transcripts/<name>/``
+(``eval-step000200``, ``train-step000050``); with a logger other than MLflow, under
+``<trainer.default_root_dir>/transcripts/<name>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import MLFlowLogger
+
+from vzero.data.pairs.base import ImagePair
+from vzero.rollout.engine import RolloutTranscript
+from vzero.rollout.transcripts import write_transcripts
+
+log = logging.getLogger(__name__)
+
+
+def log_transcripts(
+    trainer: L.Trainer,
+    name: str,
+    pairs: Sequence[ImagePair],
+    transcripts: Sequence[RolloutTranscript],
+    title: str,
+    advantages: Sequence[Sequence[float]] | None = None,
+) -> str:
+    """Write the games' page and JSONL (rank 0 only) and log them under ``transcripts/<name>``; returns where."""
+    if trainer.global_rank != 0 or not transcripts:
+        return ""
+    mlflow = [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
+    if not mlflow:
+        folder = Path(trainer.default_root_dir) / "transcripts" / name
+        write_transcripts(folder, pairs, transcripts, title, advantages)
+        return str(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_transcripts(tmp, pairs, transcripts, title, advantages)
+        for logger in mlflow:
+            logger.experiment.log_artifacts(logger.run_id, tmp, artifact_path=f"transcripts/{name}")
+    return f"transcripts/{name}"
+
+
+class TrainingTranscripts(L.Callback):
+    """Logs the games of every ``every_n_steps``-th training step: pictures, clues, votes, rewards and advantages.
+
+    Args:
+        every_n_steps: steps between logged batches; 0 (the default) logs none.
+        games: games logged from each such step (the first ones played on rank 0).
+    """
+
+    def __init__(self, every_n_steps: int = 0, games: int = 4) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"transcripts.every_n_steps must be >= 0, got {every_n_steps}")
+        if games < 1:
+            raise ValueError(f"transcripts.games must be >= 1, got {games}")
+        self.every_n_steps, self.games = every_n_steps, games
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self.every_n_steps or step % self.every_n_steps or not isinstance(outputs, dict):
+            return
+        played = outputs.get("batch")
+        if played is None:
+            return
+        n = min(self.games, len(played.transcripts))
+        log_transcripts(
+            trainer,
+            f"train-step{step:06d}",
+            played.pairs[:n],
+            played.transcripts[:n],
+            f"training step {step}: the policy against itself",
+            played.game_advantages()[:n],
+        )
