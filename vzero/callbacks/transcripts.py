@@ -3,7 +3,7 @@
 Evaluations log theirs through :class:`~vzero.callbacks.WinRateEvaluation` (``eval.transcripts``); training steps
 through :class:`TrainingTranscripts`, off by default. Each lands in the run's artifacts under ``transcripts/<name>/``
 (``eval-step000200``, ``train-step000050``); with a logger other than MLflow, under
-``<trainer.default_root_dir>/transcripts/<name>/``.
+``<trainer.default_root_dir>/transcripts/<name>/``; with no logger (``trainer.logger: false``), nowhere.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def log_transcripts(
     title: str,
     advantages: Sequence[Sequence[float]] | None = None,
 ) -> str:
-    """Write the games' page and JSONL (rank 0 only) and log them under ``transcripts/<name>``; returns where."""
-    if trainer.global_rank != 0 or not transcripts:
+    """Write the games' page and JSONL (rank 0 only) and log them under ``transcripts/<name>``; returns where
+    (empty when nothing was written: another rank, no games, or a trainer without loggers)."""
+    if trainer.global_rank != 0 or not transcripts or not trainer.loggers:
         return ""
     mlflow = [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
     if not mlflow:
