@@ -138,7 +138,8 @@ class VisionZeroModule(L.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.schedule is None:
             return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)}
-        return {"optimizer": optimizer, "lr_scheduler": self.schedule.build(optimizer, self.schedule_steps)}
+        total = self.schedule_steps  # first: a lazily built schedule must be built before its methods are looked up
+        return {"optimizer": optimizer, "lr_scheduler": self.schedule.build(optimizer, total)}
 
     @property
     def schedule_steps(self) -> int | None:
