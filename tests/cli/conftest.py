@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")
 # A few games per step and per evaluation: the same code paths as the real config, in seconds.
 FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
+TWO_STEPS = ["fit", "--config", TINY, *FAST, "--model.model.name_or_path", "tiny-random", "--trainer.max_steps", "2"]
+"""A 2-step fit of the random tiny model, with the fast settings."""
 
 
 @pytest.fixture(scope="session")
@@ -23,14 +25,7 @@ def trained_run(tmp_path_factory, tiny_random_path):
         mp.setattr(sys, "argv", ["vzero"])
         main(
             [
-                "fit",
-                "--config",
-                TINY,
-                *FAST,
-                "--model.model.name_or_path",
-                "tiny-random",
-                "--trainer.max_steps",
-                "2",
+                *TWO_STEPS,
                 "--checkpoint.every_n_train_steps",
                 "1",
                 "--transcripts.every_n_steps",

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import FAST, TINY
+from .conftest import TWO_STEPS
 
 
 def _free_port() -> int:
@@ -71,22 +71,7 @@ def test_a_fit_logs_to_a_tracking_server(server, tiny_random_path, tmp_path, mon
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["vzero"])
-    main(
-        [
-            "fit",
-            "--config",
-            TINY,
-            *FAST,
-            "--model.model.name_or_path",
-            "tiny-random",
-            "--trainer.max_steps",
-            "2",
-            "--tracking_uri",
-            server,
-            "--run_name",
-            "served",
-        ]
-    )
+    main([*TWO_STEPS, "--tracking_uri", server, "--run_name", "served"])
     assert not (tmp_path / "mlruns").exists()  # nothing went to the local store
     experiment = _get(server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="vzero-tiny")["experiment"]
     request = urllib.request.Request(

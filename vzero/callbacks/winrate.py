@@ -167,13 +167,15 @@ class WinRateEvaluation(L.Callback):
         if not trainer.sanity_checking and trainer.state.fn == "validate":
             self.evaluate(trainer, pl_module)
 
-    def evaluation_pairs(self, training: PairSource) -> list:
-        """The ``games / 2`` pairs every evaluation plays."""
-        n = self.games // 2
+    def evaluation_pairs(self, training: PairSource, n: int | None = None) -> list:
+        """The ``n`` pairs (default ``games / 2``, those every evaluation plays), spread over ``eval.pairs`` or over
+        pairs the training source holds out: the same pairs every time."""
+        asked = f"eval.games={self.games} needs" if n is None else "asked for"
+        n = self.games // 2 if n is None else n
         source = self.pairs if self.pairs is not None else training.held_out(n)
         if len(source) < n:
-            raise ValueError(f"eval.games={self.games} needs {n} pairs, but the evaluation source has {len(source)}")
-        stride = len(source) // n  # spread over the source, the same pairs every time
+            raise ValueError(f"{asked} {n} pairs, but the evaluation source has {len(source)}")
+        stride = len(source) // n
         return [source[i * stride] for i in range(n)]
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from vzero.cli.runs import CheckpointError, load_checkpoint, trained_weights
+from vzero.cli.runs import CheckpointError, load_checkpoint, load_trained_weights
 from vzero.cli.train import quiet
 from vzero.model import ModelConfig, load_vlm
 from vzero.tiny import resolve
@@ -47,16 +47,7 @@ def load_trained(ckpt_path: str | Path):
     checkpoint = load_checkpoint(ckpt_path)
     config = model_config(checkpoint.get("hyper_parameters") or {}, ckpt_path)
     net, processor = load_vlm(config, name_or_path=resolve(config.name_or_path))
-    weights = trained_weights(checkpoint)
-    expected = {n for n, p in net.named_parameters() if p.requires_grad}
-    missing, unexpected = expected - set(weights), set(weights) - expected
-    if missing or unexpected:
-        example = sorted(missing or unexpected)[0]
-        raise CheckpointError(
-            f"{ckpt_path} does not fit its own record's model: {len(missing)} trained weights missing, "
-            f"{len(unexpected)} unexpected (e.g. {example})"
-        )
-    net.load_state_dict(weights, strict=False)
+    load_trained_weights(net, checkpoint, ckpt_path)
     return net.eval(), processor, config
 
 

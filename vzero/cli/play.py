@@ -22,27 +22,13 @@ import torch
 
 from vzero.callbacks import WinRateEvaluation, win_counts, win_rates
 from vzero.callbacks.winrate import summary
-from vzero.cli.runs import CheckpointError, load_checkpoint, trained_weights
+from vzero.cli.runs import CheckpointError, load_checkpoint, load_trained_weights
 from vzero.cli.train import VZeroCLI, quiet
 from vzero.rollout.engine import RolloutEngine
 from vzero.rollout.metrics import vote_counts
 from vzero.rollout.transcripts import write_transcripts
 
 log = logging.getLogger(__name__)
-
-
-def load_weights(net: torch.nn.Module, ckpt_path: str) -> int:
-    """Load a checkpoint's trained weights into ``net``; returns the checkpoint's step."""
-    checkpoint = load_checkpoint(ckpt_path)
-    weights = trained_weights(checkpoint)
-    expected = {n for n, p in net.named_parameters() if p.requires_grad}
-    if set(weights) != expected:
-        raise CheckpointError(
-            f"{ckpt_path} holds {len(weights)} trained weights, but the configured model trains {len(expected)}: "
-            "was it written with different model settings (model.lora, model.model.name_or_path)?"
-        )
-    net.load_state_dict(weights, strict=False)
-    return int(checkpoint.get("global_step", 0))
 
 
 def self_summary(transcripts: list) -> str:
@@ -82,7 +68,9 @@ def play(argv: list[str]) -> str:
     step = 0
     if args.ckpt_path:
         try:
-            step = load_weights(module.net, args.ckpt_path)
+            checkpoint = load_checkpoint(args.ckpt_path)
+            load_trained_weights(module.net, checkpoint, args.ckpt_path)
+            step = int(checkpoint.get("global_step", 0))
         except CheckpointError as error:
             raise SystemExit(f"vzero play: error: {error}") from None
     module.to(args.device)
@@ -90,11 +78,10 @@ def play(argv: list[str]) -> str:
         module.policy.reference_model.to(args.device)
 
     n_pairs = math.ceil(args.games / 2) if args.against == "reference" else args.games
-    source = evaluation.pairs if evaluation.pairs is not None else datamodule.pairs.held_out(n_pairs)
-    if len(source) < n_pairs:
-        raise SystemExit(f"vzero play: error: --games {args.games} needs {n_pairs} pairs; the source has {len(source)}")
-    stride = len(source) // n_pairs
-    pairs = [source[i * stride] for i in range(n_pairs)]
+    try:
+        pairs = evaluation.evaluation_pairs(datamodule.pairs, n_pairs)
+    except ValueError as error:
+        raise SystemExit(f"vzero play: error: --games {args.games}: {error}") from None
     seeds = [evaluation.seed + i for i in range(n_pairs)]
     engine = RolloutEngine(module.policy)
     sampling = evaluation.sampling or datamodule.sampling

@@ -1,4 +1,5 @@
-"""Reading a run back from its checkpoint: its record, its settings and its trained weights.
+"""Finding and reading a run back: its checkpoint folder, which checkpoint a resume means, and the checkpoint's
+record, settings and trained weights.
 
 A checkpoint's ``hyper_parameters`` are the training module's arguments in plain types (the base model as the user
 named it, the LoRA settings, the loss, the mode), enough to rebuild the trained model; its ``vzero`` entry is the
@@ -7,9 +8,11 @@ run record: vzero's version, the schedule's span and the MLflow run id, which a 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
+from jsonargparse import Namespace
 
 from vzero.checkpoint import CheckpointError, VerifiedCheckpointIO
 
@@ -39,3 +42,58 @@ def trained_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
     """The checkpoint's trainable tensors, named as in the model (``net.`` stripped)."""
     state = checkpoint.get("state_dict") or {}
     return {k[len(WEIGHTS_PREFIX) :]: v for k, v in state.items() if k.startswith(WEIGHTS_PREFIX)}
+
+
+def load_trained_weights(net: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
+    """Load the checkpoint's trained weights into ``net``, which must train exactly those tensors; otherwise one
+    :class:`CheckpointError` naming ``path`` and what does not fit."""
+    weights = trained_weights(checkpoint)
+    expected = {n for n, p in net.named_parameters() if p.requires_grad}
+    missing, unexpected = expected - set(weights), set(weights) - expected
+    if missing or unexpected:
+        example = sorted(missing or unexpected)[0]
+        raise CheckpointError(
+            f"{path} does not fit the model: {len(missing)} trained weights missing, {len(unexpected)} unexpected "
+            f"(e.g. {example}); was it written with other model settings (model.lora, model.model.name_or_path)?"
+        )
+    net.load_state_dict(weights, strict=False)
+
+
+def check_schedule(record: dict, cfg) -> None:
+    """Refuse, before anything starts, a resume that would re-stretch the checkpoint's learning-rate schedule (the
+    module checks the same when it loads the checkpoint; failing here leaves the run's MLflow record untouched)."""
+    saved, schedule = record.get("schedule_steps"), cfg.model.get("schedule")
+    if saved is None or schedule is None:
+        return
+    if isinstance(schedule, Namespace):
+        explicit = schedule.get("init_args", Namespace()).get("steps")
+    else:
+        explicit = getattr(schedule, "steps", None)
+    if explicit is None and cfg.trainer.max_steps != saved:
+        raise SystemExit(
+            f"vzero fit: error: the checkpoint's learning-rate schedule spans {saved} steps, but trainer.max_steps is "
+            f"{cfg.trainer.max_steps}: resuming would jump the rate. Set model.schedule.steps={saved} to keep the "
+            f"schedule (later steps stay at its final rate), or model.schedule.steps={cfg.trainer.max_steps} to "
+            "re-stretch it on purpose"
+        )
+
+
+def run_folder(root: str | os.PathLike, run_name: str, run_id: str | None) -> Path:
+    """A run's own checkpoint folder: ``root/<run name>-<first 8 of the run id>`` (``root/<run name>`` unlogged)."""
+    return Path(root) / (f"{run_name}-{run_id[:8]}" if run_id else run_name)
+
+
+def resolve_checkpoint(ckpt_path: str, root: str | os.PathLike, run_name: str | None) -> Path:
+    """``last`` is the newest ``last.ckpt`` in the run folders under ``root`` (of ``run_name``'s runs when set);
+    anything else must exist (a file, or the folder of a sharded checkpoint)."""
+    if ckpt_path != "last":
+        path = Path(ckpt_path)
+        if not path.exists():
+            raise SystemExit(f"vzero fit: error: ckpt_path: no such file: {path}")
+        return path
+    root = Path(root)
+    pattern = f"{run_name}*/last.ckpt" if run_name else "*/last.ckpt"
+    found = sorted([*root.glob(pattern), *root.glob("last.ckpt")], key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"vzero fit: error: ckpt_path=last, but no {pattern} under {root} (checkpoint.dirpath)")
+    return found[-1]

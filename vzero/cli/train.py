@@ -35,7 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
-from jsonargparse import Namespace, lazy_instance, set_parsing_settings
+from jsonargparse import lazy_instance, set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
@@ -43,7 +43,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from vzero import __version__
 from vzero.callbacks import GameProgressBar, IterativeSPO, TrainingTranscripts, WinRateEvaluation
 from vzero.checkpoint import CheckpointError, VerifiedCheckpointIO
-from vzero.cli.runs import read_record
+from vzero.cli.runs import check_schedule, read_record, resolve_checkpoint, run_folder
 from vzero.module import VisionZeroModule
 from vzero.rl.stage import StageConfig
 from vzero.rollout import GameRolloutDataModule
@@ -281,46 +281,6 @@ class VZeroCLI(LightningCLI):
             if value != defaults[key]:
                 cfg[f"stage.{key}"] = value
         cfg.phases = None
-
-
-def check_schedule(record: dict, cfg) -> None:
-    """Refuse, before anything starts, a resume that would re-stretch the checkpoint's learning-rate schedule (the
-    module checks the same when it loads the checkpoint; failing here leaves the run's MLflow record untouched)."""
-    saved, schedule = record.get("schedule_steps"), cfg.model.get("schedule")
-    if saved is None or schedule is None:
-        return
-    if isinstance(schedule, Namespace):
-        explicit = schedule.get("init_args", Namespace()).get("steps")
-    else:
-        explicit = getattr(schedule, "steps", None)
-    if explicit is None and cfg.trainer.max_steps != saved:
-        raise SystemExit(
-            f"vzero fit: error: the checkpoint's learning-rate schedule spans {saved} steps, but trainer.max_steps is "
-            f"{cfg.trainer.max_steps}: resuming would jump the rate. Set model.schedule.steps={saved} to keep the "
-            f"schedule (later steps stay at its final rate), or model.schedule.steps={cfg.trainer.max_steps} to "
-            "re-stretch it on purpose"
-        )
-
-
-def run_folder(root: str | os.PathLike, run_name: str, run_id: str | None) -> Path:
-    """A run's own checkpoint folder: ``root/<run name>-<first 8 of the run id>`` (``root/<run name>`` unlogged)."""
-    return Path(root) / (f"{run_name}-{run_id[:8]}" if run_id else run_name)
-
-
-def resolve_checkpoint(ckpt_path: str, root: str | os.PathLike, run_name: str | None) -> Path:
-    """``last`` is the newest ``last.ckpt`` in the run folders under ``root`` (of ``run_name``'s runs when set);
-    anything else must exist (a file, or the folder of a sharded checkpoint)."""
-    if ckpt_path != "last":
-        path = Path(ckpt_path)
-        if not path.exists():
-            raise SystemExit(f"vzero fit: error: ckpt_path: no such file: {path}")
-        return path
-    root = Path(root)
-    pattern = f"{run_name}*/last.ckpt" if run_name else "*/last.ckpt"
-    found = sorted([*root.glob(pattern), *root.glob("last.ckpt")], key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(f"vzero fit: error: ckpt_path=last, but no {pattern} under {root} (checkpoint.dirpath)")
-    return found[-1]
 
 
 class _Stderr(logging.StreamHandler):
