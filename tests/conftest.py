@@ -37,3 +37,22 @@ def random_policy(tiny_random):
     from vzero.model import Policy
 
     return Policy(*tiny_random)
+
+
+@pytest.fixture(scope="session")
+def family_path(tiny_random_path, tmp_path_factory):
+    """``family_path(name)``: the folder of a toy model of each family the paper trains, built on first use.
+
+    ``qwen2.5-vl`` is the embedded tiny-random model; ``qwen2-vl`` and ``internvl`` are :mod:`vzero.tiny.families`
+    models with its tokenizer.
+    """
+    from vzero.tiny.families import build_family
+
+    built = {"qwen2.5-vl": tiny_random_path}
+
+    def get(family: str) -> str:
+        if family not in built:
+            built[family] = str(build_family(family, tmp_path_factory.mktemp(family), tiny_random_path))
+        return built[family]
+
+    return get

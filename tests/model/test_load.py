@@ -117,6 +117,49 @@ def test_max_pixels_bounds_the_visual_tokens(tiny_random_path):
     assert int(grid.prod()) // 4 <= 16
 
 
+@pytest.mark.parametrize("family", ["qwen2.5-vl", "qwen2-vl"])
+def test_min_and_max_pixels_bound_qwen_vl_pictures(family, family_path):
+    """Pixel budgets reach the pictures the policy makes, for each Qwen-VL family."""
+    image = ClevrPairs(n=1, size=(240, 160))[0].original
+    tokens = {}
+    for bound in ({"max_pixels": 16 * 28 * 28}, {"min_pixels": 60 * 28 * 28}, {}):
+        model, processor = load_vlm(family_path(family), lora=None, **bound)
+        (pic,) = Policy(model, processor).pictures([image])
+        tokens[next(iter(bound), "none")] = int(pic.grid.prod()) // 4
+    assert tokens["max_pixels"] <= 16 < tokens["none"] < 60 <= tokens["min_pixels"], tokens
+
+
+def test_max_and_min_pixels_become_internvl_tile_budgets(family_path):
+    """InternVL tiles pictures: max_pixels // tile area is its most tiles, ceil(min_pixels / tile area) its least."""
+    path, image = family_path("internvl"), ClevrPairs(n=1, size=(240, 160))[0].original
+    tile = 112 * 112
+    tiles = {}
+    for name, bound in (("one", {"max_pixels": tile + 1}), ("none", {}), ("two", {"max_pixels": 2 * tile})):
+        model, processor = load_vlm(path, lora=None, **bound)
+        (pic,) = Policy(model, processor).pictures([image])
+        tiles[name] = pic.pixel_values.shape[0]
+        if name == "two":
+            assert (processor.image_processor.min_patches, processor.image_processor.max_patches) == (1, 2)
+    assert tiles == {"one": 1, "two": 3, "none": 5}  # 2 tiles and the thumbnail; 4 and the thumbnail
+    model, processor = load_vlm(path, lora=None, min_pixels=3 * tile)
+    assert processor.image_processor.min_patches == 3
+    with pytest.raises(ValueError, match=r"min_pixels=15000 and model.max_pixels=20000 leave no whole number of 112x"):
+        load_vlm(path, lora=None, min_pixels=15000, max_pixels=20000)
+
+
+def test_pixel_bounds_that_mean_nothing_are_refused():
+    """An image processor with a fixed size has no budget for max_pixels to set: refused, naming the key."""
+    from types import SimpleNamespace
+
+    from transformers import SiglipImageProcessor
+
+    from vzero.model.load import bound_pixels
+
+    processor = SimpleNamespace(image_processor=SiglipImageProcessor())
+    with pytest.raises(ValueError, match=r"model.min_pixels / model.max_pixels mean nothing to SiglipImageProcessor"):
+        bound_pixels(processor, "some/model", None, 100_000)
+
+
 @pytest.mark.parametrize("path", ["/nonexistent", "./nope", "../nope", "~/vzero-no-such-model", "a/b/c", "models/x/"])
 def test_a_missing_local_path_says_no_such_folder(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

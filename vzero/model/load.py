@@ -8,6 +8,7 @@ resolved to folders above it (:func:`vzero.tiny.resolve`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import re
@@ -63,9 +64,11 @@ class ModelConfig:
     """``8bit`` or ``4bit`` (nf4, double quantisation, bf16 compute) via bitsandbytes; needs LoRA."""
     gradient_checkpointing: bool = False
     min_pixels: int | None = None
-    """Lower bound on a picture's pixels after resizing (processor default when None)."""
+    """Lower bound on a picture's pixels after resizing (processor default when None). For tiling processors
+    (InternVL) the least number of tiles: ``ceil(min_pixels / tile area)``; see :func:`bound_pixels`."""
     max_pixels: int | None = None
-    """Upper bound on a picture's pixels after resizing: fewer visual tokens, less memory."""
+    """Upper bound on a picture's pixels after resizing: fewer visual tokens, less memory. For tiling processors
+    (InternVL) the most tiles: ``max_pixels // tile area`` (448×448 tiles in InternVL3)."""
     trust_remote_code: bool = False
 
     @classmethod
@@ -102,9 +105,8 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
         config = None
     cfg = ModelConfig(**{**(vars(config) if config else {}), **overrides})
     path = local_folder(cfg.name_or_path)
-    proc_kwargs = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **proc_kwargs)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     except OSError as e:
         if os.path.isdir(path):  # a folder with a problem of its own: its error says which
             raise
@@ -119,6 +121,8 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
                 f"first with `hf download {path}` ({e})"
             ) from e
         raise
+    if cfg.min_pixels or cfg.max_pixels:
+        processor = bound_pixels(processor, path, cfg.min_pixels, cfg.max_pixels)
     kwargs = {"dtype": _DTYPES[cfg.dtype], "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
@@ -136,6 +140,42 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
     if cfg.lora is None:
         return model, processor
     return _attach_lora(model, cfg.lora), processor
+
+
+def bound_pixels(processor, path: str, min_pixels: int | None, max_pixels: int | None):
+    """``processor`` with ``model.min_pixels`` / ``max_pixels`` applied in its family's own terms.
+
+    - Processors that resize to a pixel budget (Qwen2-VL, Qwen2.5-VL: ``min_pixels`` / ``max_pixels``, kept as the
+      ``shortest_edge`` / ``longest_edge`` of their ``size``) take them as they are.
+    - Tiling processors (InternVL's ``GotOcr2ImageProcessor``: ``min_patches`` / ``max_patches`` tiles of a fixed
+      size) get a tile budget: at most ``max_pixels // tile_area`` tiles (at least 1) and at least
+      ``ceil(min_pixels / tile_area)``. With more than one tile the processor adds a thumbnail tile.
+    - Any other image processor has no budget these keys could mean, and is refused with a message saying so.
+    """
+    image_processor = processor.image_processor
+    accepted = set(getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {}))
+    size = getattr(image_processor, "size", None)
+    if {"min_pixels", "max_pixels"} <= accepted and getattr(size, "longest_edge", None):
+        image_processor.size = dataclasses.replace(
+            size, shortest_edge=min_pixels or size.shortest_edge, longest_edge=max_pixels or size.longest_edge
+        )
+        return processor
+    tile = (getattr(size, "height", None) or 0) * (getattr(size, "width", None) or 0)
+    if {"min_patches", "max_patches"} <= accepted and tile:
+        low = -(-min_pixels // tile) if min_pixels else image_processor.min_patches
+        high = max(1, max_pixels // tile) if max_pixels else image_processor.max_patches
+        if low > high:
+            raise ValueError(
+                f"model.min_pixels={min_pixels} and model.max_pixels={max_pixels} leave no whole number of "
+                f"{size.height}x{size.width} tiles for {type(image_processor).__name__} "
+                f"(at least {low}, at most {high})"
+            )
+        image_processor.min_patches, image_processor.max_patches = max(1, low), high
+        return processor
+    raise ValueError(
+        f"model.min_pixels / model.max_pixels mean nothing to {type(image_processor).__name__} ({path}): it has "
+        "neither a pixel budget nor a tile budget; leave them unset"
+    )
 
 
 def local_folder(name_or_path: str) -> str:

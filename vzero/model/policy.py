@@ -3,13 +3,16 @@
 Token-in/token-out: prompts are tokenised once, generation returns the new token ids (the EOS included), and training
 scores those same ids. Text is decoded only to parse and to log.
 
-Pictures are preprocessed once with the processor's own image processor and reused by every turn that shows them; a
-batch's pixel values are the concatenation of its pictures' patches, split per picture by the processor's image grid
-(``image_grid_thw``, or ``num_patches`` for tiling processors such as InternVL's).
+Pictures are preprocessed once with the processor's own image processor and settings (its defaults included, such as
+InternVL's tiling) and reused by every turn that shows them; a batch's pixel values are the concatenation of its
+pictures' patches, split per picture by the processor's image grid (``image_grid_thw``, or ``num_patches`` for tiling
+processors such as InternVL's).
 
 While the vision tower is frozen (the default: LoRA on the language model only), a picture's vision-encoder output is
 computed once and handed to the model as ``mm_encoder_outputs`` by every turn and every scoring pass that shows it, so
-a game's two pictures go through the vision tower once per rollout instead of once per turn.
+a game's two pictures go through the vision tower once per rollout instead of once per turn. Each picture keeps its
+own features, in the form its model returns them: one tensor per picture (Qwen-VL), or its tiles' rows of one tensor
+(InternVL), which a batch joins again in its pictures' order.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ class Picture:
     grid: torch.Tensor | None  # [3] (t, h, w) for Qwen-VL processors; None for tiling processors
     placeholder: str
     """The expanded image-token text that stands for this picture in a prompt."""
-    embeds: torch.Tensor | None = field(default=None, repr=False)  # [n_visual_tokens, hidden]
+    embeds: torch.Tensor | None = field(default=None, repr=False)  # [n_visual_tokens, hidden] or [n_tiles, ...]
     """The frozen vision tower's output, filled on first use and shared by every pass that shows the picture."""
+    joined: bool = False
+    """True when the model takes a batch's features as one tensor (the pictures' rows concatenated), as InternVL
+    does; False when it takes one tensor per picture, as Qwen-VL does."""
 
 
 @dataclass(frozen=True)
@@ -58,12 +64,15 @@ class ModelInputs:
     pixel_values: torch.Tensor | None  # [sum of patches, ...]; None when image_embeds are given
     image_grid_thw: torch.Tensor | None  # [B, 3]
     completion_mask: torch.Tensor  # [B, C]; 1 on the last len(completion) columns of each row
-    image_embeds: tuple[torch.Tensor, ...] | None = None  # per picture: [n_visual_tokens, hidden]
+    image_embeds: tuple[torch.Tensor, ...] | None = None  # per picture: [n_visual_tokens, hidden] or [n_tiles, ...]
+    join_embeds: bool = False
+    """Hand ``image_embeds`` to the model as one tensor, concatenated along the first dimension (InternVL)."""
 
     def model_kwargs(self) -> dict:
         kw = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
         if self.image_embeds is not None:
-            kw["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=self.image_embeds)}
+            feats = torch.cat(self.image_embeds) if self.join_embeds else self.image_embeds
+            kw["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
         else:
             kw["pixel_values"] = self.pixel_values
         if self.image_grid_thw is not None:
@@ -110,10 +119,7 @@ class Policy:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
         self._uses_mm_types = "mm_token_type_ids" in getattr(processor, "model_input_names", [])
         # A sampled image or video placeholder would make the rescored sequence claim a picture it does not have.
-        config = model.config
-        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-        found = [getattr(processor, n, None) for n in names] + [getattr(config, n, None) for n in names]
-        self.suppress_ids = sorted({i for i in found if isinstance(i, int)})
+        self.suppress_ids = picture_token_ids(processor, model.config)
         self.cache_vision = cache_vision and _vision_frozen(model) and _accepts_encoder_outputs(model)
         self._on_reference = False
 
@@ -161,7 +167,7 @@ class Policy:
         """Preprocess pictures once, in one batched call of the processor's image processor."""
         if not images:
             return []
-        feats = self.processor.image_processor(images=list(images), return_tensors="pt")
+        feats = self.processor.image_processor(images=list(images), **self._image_kwargs())
         grids = feats.get("image_grid_thw")
         counts = grids.prod(-1).tolist() if grids is not None else list(feats["num_patches"])
         chunks = feats["pixel_values"].split([int(c) for c in counts])
@@ -169,6 +175,15 @@ class Policy:
             Picture(chunks[i], None if grids is None else grids[i], self.processor.replace_image_token(feats, i))
             for i in range(len(images))
         ]
+
+    def _image_kwargs(self) -> dict:
+        """The image processor's arguments as the processor's own call would pass them (InternVL's processor turns
+        tiling on there, for one), so a picture here is exactly the picture ``processor(text, images)`` makes."""
+        merge = getattr(self.processor, "_merge_kwargs", None)
+        kwargs = {}
+        if merge is not None:
+            kwargs = dict(merge(tokenizer_init_kwargs=self.processor.tokenizer.init_kwargs).get("images_kwargs", {}))
+        return {**kwargs, "return_tensors": "pt"}
 
     def prompt_ids(self, messages: list[dict], picture: Picture) -> list[int]:
         """Token ids of a chat prompt with one picture, ending with the assistant's turn header."""
@@ -208,6 +223,7 @@ class Policy:
             image_grid_thw=None if grids[0] is None else torch.stack(grids),
             completion_mask=c_mask,
             image_embeds=embeds,
+            join_embeds=bool(embeds) and pictures[0].joined,
         )
 
     @torch.no_grad()
@@ -215,11 +231,22 @@ class Policy:
         """Each picture's vision-tower output, computing the missing ones in one batched call."""
         missing = list({id(p): p for p in pictures if p.embeds is None}.values())
         if missing:
-            pixels = torch.cat([p.pixel_values for p in missing]).to(self.device)
-            grids = torch.stack([p.grid for p in missing]).to(self.device) if missing[0].grid is not None else None
-            out = self.model.get_image_features(pixel_values=pixels, image_grid_thw=grids, return_dict=True)
-            for p, e in zip(missing, out.pooler_output):
-                p.embeds = e.detach()
+            kwargs = {"pixel_values": torch.cat([p.pixel_values for p in missing]).to(self.device)}
+            if missing[0].grid is not None:
+                kwargs["image_grid_thw"] = torch.stack([p.grid for p in missing]).to(self.device)
+            feats = self.model.get_image_features(**kwargs, return_dict=True).pooler_output
+            joined = isinstance(feats, torch.Tensor)
+            if joined:  # one tensor with a row per tile (InternVL): each picture's rows are its own tiles
+                rows = [p.pixel_values.shape[0] for p in missing]
+                if feats.shape[0] != sum(rows):
+                    raise RuntimeError(
+                        f"{type(self.model).__name__}.get_image_features returned {feats.shape[0]} rows for "
+                        f"{sum(rows)} tiles, so they cannot be split per picture; construct the Policy with "
+                        "cache_vision=False for this model"
+                    )
+                feats = feats.split(rows)
+            for p, e in zip(missing, feats, strict=True):
+                p.embeds, p.joined = e.detach(), joined
         return tuple(p.embeds for p in pictures)
 
     # ---- generation and scoring -----------------------------------------------------------------------------------
@@ -332,6 +359,37 @@ class Policy:
         # log softmax at the targets only: no second [B, C, V] tensor, which matters at a real vocabulary's size
         logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # [B, C]
         return logp * inputs.completion_mask
+
+
+def picture_token_ids(processor, config) -> list[int]:
+    """Every token id that structures a picture or a video in a prompt: placeholders and their start and end markers.
+
+    Collected from the processor (``image_token_id``, ``start_image_token_id``, ``image_token_ids``, the token strings
+    ``video_token``, ...), its tokenizer's named special tokens and the model config, so a family's own names
+    (Qwen-VL's ``<|vision_start|>``, InternVL's ``<img>`` / ``</img>`` / ``<video>``) are all found.
+    """
+    tokenizer = processor.tokenizer
+    found: set[int] = set()
+
+    def add(name: str, value) -> None:
+        if not any(k in name for k in ("image", "video", "vision", "img")):
+            return
+        if isinstance(value, int) and not isinstance(value, bool) and name.endswith(("_id", "_index")):
+            found.add(value)
+        elif isinstance(value, (list, tuple)) and name.endswith("_ids"):
+            found.update(v for v in value if isinstance(v, int))
+        elif isinstance(value, str) and name.endswith("_token"):
+            token_id = tokenizer.convert_tokens_to_ids(value)
+            if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+                found.add(token_id)
+
+    for source in (processor, config):
+        for name, value in vars(source).items():
+            add(name, value)
+    add("image_token_ids", getattr(processor, "image_token_ids", None))
+    for name, value in getattr(tokenizer, "special_tokens_map", {}).items():
+        add(name, value)
+    return sorted(found)
 
 
 def _vision_frozen(model) -> bool:
