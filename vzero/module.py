@@ -23,14 +23,16 @@ import lightning as L
 import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.strategies import ModelParallelStrategy, SingleDeviceStrategy
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric, MetricCollection
 
 from vzero import __version__
 from vzero.checkpoint import rng_state, set_rng_state
 from vzero.game import Stage
 from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm, reference_copy
-from vzero.model.policy import ModelInputs
+from vzero.model.policy import DECODERS, Decoder, ModelInputs
 from vzero.model.shard import shard_model
 from vzero.rl.loss import LossConfig, batch_counts, normalizer, policy_loss
 from vzero.rl.schedule import WarmupCosine
@@ -53,6 +55,10 @@ class VisionZeroModule(L.LightningModule):
         optimizer: the optimizer over the trainable parameters.
         schedule: learning-rate schedule over ``trainer.max_steps`` optimizer steps; None keeps the rate constant.
         max_batch_size: the most sequences per ``generate`` call.
+        decoder: how rollouts decode: ``vzero`` (vzero's own loop: prefill once, a static KV cache, sampling on the
+            device; the same tokens as HF ``generate``), ``generate`` (HF ``generate``), or ``auto`` (``vzero`` on one
+            process, ``generate`` where ranks must step in lock-step). The choice is logged (MLflow tag
+            ``vzero.decoder``).
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class VisionZeroModule(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         schedule: WarmupCosine | None = lazy_instance(WarmupCosine),
         max_batch_size: int = 64,
+        decoder: Decoder = "auto",
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -74,6 +81,9 @@ class VisionZeroModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.schedule = schedule
         self.max_batch_size = max_batch_size
+        if decoder not in DECODERS:
+            raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        self.decoder = decoder
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold trainable weights only (see on_save_checkpoint)
         self.stage = Stage.DECISION
@@ -119,10 +129,14 @@ class VisionZeroModule(L.LightningModule):
             max_batch_size=self.max_batch_size,
             synced_gpus=distributed,  # ranks whose sequences end early keep stepping, so collectives line up
             cache_vision=not sharded,  # sharded weights are only gathered inside forward and generate
+            decoder=self.decoder,
         )
 
     def on_fit_start(self) -> None:
         self._place_reference()
+        rank_zero_info(f"vzero: rollouts decode with {self.policy.decoder} (model.decoder={self.decoder})")
+        if isinstance(self.logger, MLFlowLogger):
+            self.logger.experiment.set_tag(self.logger.run_id, "vzero.decoder", self.policy.decoder)
 
     def on_validation_start(self) -> None:
         self._place_reference()
@@ -309,6 +323,7 @@ class VisionZeroModule(L.LightningModule):
             "loss": asdict(self.loss_config),
             "mode": self.mode,
             "max_batch_size": self.max_batch_size,
+            "decoder": self.decoder,
         }
 
     def record(self) -> dict:

@@ -123,6 +123,7 @@ def test_fit_writes_an_mlflow_run_with_every_metric(tiny_path, tmp_path, monkeyp
     assert params["trainer.max_steps"] == "3" and "trainer.benchmark" not in params  # a Lightning default: not a param
     assert not any(k.startswith("config") or "Path_fsr" in v for k, v in params.items())
     assert run.data.tags["vzero.version"] and run.data.tags["config"].endswith("configs/tiny.yaml")
+    assert run.data.tags["vzero.decoder"] == "vzero" and params["model.decoder"] == "auto"
     client = mlflow.tracking.MlflowClient()
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml", "transcripts"]
     logged = [a.path for a in client.list_artifacts(run.info.run_id, "transcripts")]

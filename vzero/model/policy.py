@@ -18,17 +18,24 @@ own features, in the form its model returns them: one tensor per picture (Qwen-V
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from PIL import Image
 from transformers import LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from vzero.model.decode import decode
 from vzero.model.load import is_vision
 from vzero.model.sampling import KeyedSampler, SamplingConfig
+
+log = logging.getLogger(__name__)
+Decoder = Literal["auto", "vzero", "generate"]
+DECODERS = ("auto", "vzero", "generate")
 
 
 @dataclass(eq=False)
@@ -99,6 +106,10 @@ class Policy:
         synced_gpus: keep generation steps in lock-step across ranks (needed under FSDP).
         cache_vision: reuse each picture's vision-tower output across passes; only takes effect while the vision tower
             is frozen and un-adapted, and the model accepts ``mm_encoder_outputs``.
+        decoder: ``vzero`` decodes with :func:`vzero.model.decode.decode` (the same tokens as ``generate``, without
+            its per-step overhead), ``generate`` with HF ``generate``; ``auto`` takes ``vzero`` where it applies (one
+            process, or ranks that need no lock-step, and a model that states its own positions) and ``generate``
+            elsewhere. The choice is :attr:`decoder`.
     """
 
     def __init__(
@@ -109,6 +120,7 @@ class Policy:
         max_batch_size: int = 64,
         synced_gpus: bool = False,
         cache_vision: bool = True,
+        decoder: Decoder = "auto",
     ) -> None:
         self.model, self.processor, self.reference_model = model, processor, reference
         self.max_batch_size = max_batch_size
@@ -121,6 +133,7 @@ class Policy:
         # A sampled image or video placeholder would make the rescored sequence claim a picture it does not have.
         self.suppress_ids = picture_token_ids(processor, model.config)
         self.cache_vision = cache_vision and _vision_frozen(model) and _accepts_encoder_outputs(model)
+        self.decoder = _choose_decoder(decoder, model, synced_gpus)
         self._on_reference = False
 
     @property
@@ -260,7 +273,8 @@ class Policy:
         keys: Sequence[int] | None = None,
         reference: Sequence[bool] | None = None,
     ) -> tuple[list[Completion], float]:
-        """Sample one completion per prompt, in chunks of ``max_batch_size``. Returns them and the seconds spent.
+        """Sample one completion per prompt, in chunks of ``max_batch_size`` rows of like prompt length. Returns them
+        (in the order of ``prompts``) and the seconds spent.
 
         Args:
             keys: one sampling key per row (:mod:`vzero.model.sampling`): a row's completion depends on its prompt,
@@ -269,7 +283,7 @@ class Policy:
                 trained one, in the same batch (peft's mixed-adapter batches; a frozen copy gets its own call). None
                 leaves every row to the current policy (see :meth:`reference`).
         """
-        start, out = time.perf_counter(), []
+        start = time.perf_counter()
         if keys is None:
             keys = (
                 torch.randint(-(2**63), 2**63 - 1, (len(prompts),)).tolist()
@@ -277,10 +291,21 @@ class Policy:
                 else [0] * len(prompts)
             )
         flags = [self._on_reference] * len(prompts) if reference is None else [bool(r) for r in reference]
-        for lo in range(0, len(prompts), self.max_batch_size):
-            rows = slice(lo, lo + self.max_batch_size)
-            out.extend(self._generate_chunk(prompts[rows], pictures[rows], sampling, keys[rows], flags[rows]))
-        return out, time.perf_counter() - start
+        # Chunks of prompts of like length waste less on padding; keyed rows do not care which chunk they are in.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Completion | None] = [None] * len(prompts)
+        for lo in range(0, len(order), self.max_batch_size):
+            rows = order[lo : lo + self.max_batch_size]
+            chunk = self._generate_chunk(
+                [prompts[i] for i in rows],
+                [pictures[i] for i in rows],
+                sampling,
+                [keys[i] for i in rows],
+                [flags[i] for i in rows],
+            )
+            for i, completion in zip(rows, chunk):
+                out[i] = completion
+        return out, time.perf_counter() - start  # type: ignore[return-value]
 
     def _generate_chunk(self, prompts, pictures, sampling: SamplingConfig, keys, flags) -> list[Completion]:
         if self.reference_model is not None and len(set(flags)) > 1:
@@ -300,12 +325,8 @@ class Policy:
                     out[i] = c
             return out  # type: ignore[return-value]
         inputs = self.pack(prompts, pictures).to(self.device)
-        processors = []
-        if sampling.temperature > 0:
-            key_tensor = torch.tensor(list(keys), dtype=torch.long, device=self.device)
-            processors.append(KeyedSampler(key_tensor, sampling.temperature, sampling.top_p))
-        seqs = self._generate_call(inputs, sampling, processors, flags)
-        new = seqs[:, inputs.input_ids.shape[1] :].tolist()  # [B, N]
+        key_tensor = torch.tensor(list(keys), dtype=torch.long, device=self.device) if sampling.temperature else None
+        new = self._generate_call(inputs, sampling, key_tensor, flags).tolist()  # [B, N]
         completions = []
         for row in new:
             end = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
@@ -315,9 +336,35 @@ class Policy:
                 completions.append(Completion(row[: end + 1], False))
         return completions
 
-    def _generate_call(self, inputs: ModelInputs, sampling: SamplingConfig, processors: list, flags: list[bool]):
-        """One ``generate`` over the batch; mixed rows run with peft's per-row adapter names (``__base__`` = off)."""
-        kwargs = dict(
+    def _generate_call(self, inputs: ModelInputs, sampling: SamplingConfig, keys, flags: list[bool]) -> torch.Tensor:
+        """The new tokens ``[B, N]`` of one decoding pass over the batch (after a row's EOS: padding); mixed rows
+        run with peft's per-row adapter names (``__base__`` = off)."""
+        if self._on_reference and not all(flags):
+            raise ValueError("rows for the trained policy were asked for inside policy.reference()")
+        if not any(flags):
+            return self._decode(self._net, inputs, sampling, keys)
+        if all(flags):
+            with self.reference():
+                return self._decode(self._net, inputs, sampling, keys)
+        active = self.model.active_adapter
+        with self.frozen():  # peft refuses per-row adapters in training mode
+            return self._decode(self.model, inputs, sampling, keys, ["__base__" if f else active for f in flags])
+
+    def _decode(self, net, inputs: ModelInputs, sampling: SamplingConfig, keys, adapter_names=None) -> torch.Tensor:
+        if self.decoder == "vzero":
+            return decode(
+                net,
+                inputs.model_kwargs(),
+                sampling,
+                sorted(self.eos_ids),
+                self.pad_id,
+                keys=keys,
+                suppress_ids=self.suppress_ids,
+                adapter_names=adapter_names,
+            )
+        processors = [] if keys is None else [KeyedSampler(keys, sampling.temperature, sampling.top_p)]
+        extra = {} if adapter_names is None else {"adapter_names": adapter_names}
+        seqs = net.generate(
             **inputs.model_kwargs(),
             **sampling.generate_kwargs(),
             logits_processor=LogitsProcessorList(processors),
@@ -325,17 +372,9 @@ class Policy:
             pad_token_id=self.pad_id,
             suppress_tokens=self.suppress_ids or None,
             synced_gpus=self.synced_gpus,
+            **extra,
         )
-        if self._on_reference and not all(flags):
-            raise ValueError("rows for the trained policy were asked for inside policy.reference()")
-        if not any(flags):
-            return self._net.generate(**kwargs)
-        if all(flags):
-            with self.reference():
-                return self._net.generate(**kwargs)
-        active = self.model.active_adapter
-        with self.frozen():  # peft refuses per-row adapters in training mode
-            return self.model.generate(**kwargs, adapter_names=["__base__" if f else active for f in flags])
+        return seqs[:, inputs.input_ids.shape[1] :]
 
     def logprobs(self, inputs: ModelInputs, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Log-probs of each row's completion tokens under the current (or reference) policy: ``[B, C]``, right-aligned
@@ -390,6 +429,24 @@ def picture_token_ids(processor, config) -> list[int]:
     for name, value in getattr(tokenizer, "special_tokens_map", {}).items():
         add(name, value)
     return sorted(found)
+
+
+def _choose_decoder(decoder: str, model, synced_gpus: bool) -> str:
+    """``vzero`` or ``generate``, for the ``decoder`` setting (see :class:`Policy`)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "generate":
+        return decoder
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    missing = [] if hasattr(base, "_prepare_position_ids_for_generation") else ["a rule for its positions"]
+    if synced_gpus:
+        missing.append("lock-step decoding across ranks (several processes)")
+    if not missing:
+        return "vzero"
+    if decoder == "vzero":
+        raise ValueError(f"model.decoder='vzero' cannot decode {type(base).__name__}: it lacks {' and '.join(missing)}")
+    log.info("rollouts decode with HF generate: vzero's decoder lacks %s here", " and ".join(missing))
+    return "generate"
 
 
 def _vision_frozen(model) -> bool:
