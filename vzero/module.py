@@ -56,9 +56,9 @@ class VisionZeroModule(L.LightningModule):
         schedule: learning-rate schedule over ``trainer.max_steps`` optimizer steps; None keeps the rate constant.
         max_batch_size: the most sequences per ``generate`` call.
         decoder: how rollouts decode: ``vzero`` (vzero's own loop: prefill once, a static KV cache, sampling on the
-            device; the same tokens as HF ``generate``), ``generate`` (HF ``generate``), or ``auto`` (``vzero`` on one
-            process, ``generate`` where ranks must step in lock-step). The choice is logged (MLflow tag
-            ``vzero.decoder``).
+            device; the same tokens as HF ``generate``; in lock-step across ranks), ``generate`` (HF ``generate``), or
+            ``auto`` (``vzero`` where the model states its own positions, else ``generate``). The choice is logged
+            (MLflow tag ``vzero.decoder``).
     """
 
     def __init__(

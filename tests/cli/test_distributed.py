@@ -53,6 +53,7 @@ def test_fsdp2_on_two_processes_trains_evaluates_and_checkpoints(tiny_random_pat
     (last,) = (tmp_path / "checkpoints/tiny").glob("*/last.ckpt")
     assert last.is_dir()
     assert "win rate vs reference at step 2" in out and "over 8 games" in out
+    assert "rollouts decode with vzero" in out  # vzero's loop, in lock-step over the ranks
 
 
 @pytest.mark.slow

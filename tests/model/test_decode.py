@@ -132,10 +132,15 @@ def test_sampled_tokens_follow_the_models_distribution(random_policy):
     assert stats.chisquare(cells["ours"], np.append(hot[keep], 1 - hot[keep].sum()) * n).pvalue < 1e-6
 
 
-def test_the_decoder_falls_back_to_generate_where_ranks_step_together(random_policy):
+def test_the_decoder_is_chosen_by_name_and_falls_back_to_generate(random_policy):
+    from vzero.model.policy import _choose_decoder
+
     model, processor = random_policy.model, random_policy.processor
-    assert Policy(model, processor, synced_gpus=True).decoder == "generate"
-    with pytest.raises(ValueError, match="model.decoder='vzero' cannot decode .*lock-step"):
-        Policy(model, processor, synced_gpus=True, decoder="vzero")
+    assert Policy(model, processor, synced_gpus=True).decoder == "vzero"  # in lock-step: see test_distributed
+    assert Policy(model, processor, decoder="generate").decoder == "generate"
     with pytest.raises(ValueError, match="model.decoder must be one of auto, vzero, generate, got 'fast'"):
         Policy(model, processor, decoder="fast")
+    plain = torch.nn.Linear(2, 2)  # no rule for its positions
+    assert _choose_decoder("auto", plain) == "generate"
+    with pytest.raises(ValueError, match="model.decoder='vzero' cannot decode Linear: it has no rule for its"):
+        _choose_decoder("vzero", plain)

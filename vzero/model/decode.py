@@ -8,7 +8,9 @@ draws), without ``generate``'s per-step machinery:
 - the logits are processed on the device: picture tokens suppressed, EOS held back before ``min_new_tokens``, then
   greedy argmax or the keyed Gumbel-max draw of :mod:`vzero.model.sampling`; no host synchronisation per step;
 - finished rows are tracked on the device and checked every ``check_every`` steps only (a finished row is fed the pad
-  token meanwhile, as ``generate`` does, and its tokens after the EOS are never read);
+  token meanwhile, as ``generate`` does, and its tokens after the EOS are never read); with ``synced=True`` the
+  check is all-reduced over the process group, so every rank runs the same forwards (FSDP gathers weights inside
+  each one) and they stop together, as ``generate(synced_gpus=True)`` does;
 - the KV cache is a :class:`~transformers.StaticCache` allocated once per batch for ``prompt + max_new_tokens``
   (``static_cache=True``) or grows step by step (``DynamicCache``).
 
@@ -60,6 +62,7 @@ def decode(
     adapter_names: list[str] | None = None,
     static_cache: bool = True,
     check_every: int = 4,
+    synced: bool = False,
 ) -> torch.Tensor:
     """Generate up to ``sampling.max_new_tokens`` tokens per row. Returns the new tokens ``[B, N]`` (N <= max),
     each row padded with ``pad_id`` after its EOS, as ``generate(...)[:, T:]`` is.
@@ -68,6 +71,7 @@ def decode(
         net: an HF image-text-to-text model (or its peft wrapper) with a KV cache and ``position_ids``.
         model_kwargs: the batch as the model takes it (``input_ids`` [B, T], ``attention_mask`` [B, T], pictures).
         keys: [B] int64 sampling keys, for ``temperature > 0``.
+        synced: stop only when every rank's rows are finished (several processes stepping in lock-step).
     """
     from transformers import DynamicCache, StaticCache
 
@@ -94,7 +98,7 @@ def decode(
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         tokens[:, step] = tok
         done |= torch.isin(tok, eos)
-        if step + 1 == budget or ((step + 1) % check_every == 0 and bool(done.all())):
+        if step + 1 == budget or ((step + 1) % check_every == 0 and _all_finished(done, synced)):
             return tokens[:, : step + 1]
         out = net(
             input_ids=tok[:, None],
@@ -106,3 +110,11 @@ def decode(
         )
         logits = out.logits[:, -1]
     return tokens
+
+
+def _all_finished(done: torch.Tensor, synced: bool) -> bool:
+    """Whether every row is finished: this rank's, or with ``synced`` every rank's (one all-reduce)."""
+    finished = done.all().to(torch.int32)
+    if synced and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(finished, op=torch.distributed.ReduceOp.MIN)
+    return bool(finished)

@@ -107,8 +107,8 @@ class Policy:
         cache_vision: reuse each picture's vision-tower output across passes; only takes effect while the vision tower
             is frozen and un-adapted, and the model accepts ``mm_encoder_outputs``.
         decoder: ``vzero`` decodes with :func:`vzero.model.decode.decode` (the same tokens as ``generate``, without
-            its per-step overhead), ``generate`` with HF ``generate``; ``auto`` takes ``vzero`` where it applies (one
-            process, or ranks that need no lock-step, and a model that states its own positions) and ``generate``
+            its per-step overhead; in lock-step across ranks with ``synced_gpus``), ``generate`` with HF ``generate``;
+            ``auto`` takes ``vzero`` where it applies (a model that states its own positions) and ``generate``
             elsewhere. The choice is :attr:`decoder`.
     """
 
@@ -133,7 +133,7 @@ class Policy:
         # A sampled image or video placeholder would make the rescored sequence claim a picture it does not have.
         self.suppress_ids = picture_token_ids(processor, model.config)
         self.cache_vision = cache_vision and _vision_frozen(model) and _accepts_encoder_outputs(model)
-        self.decoder = _choose_decoder(decoder, model, synced_gpus)
+        self.decoder = _choose_decoder(decoder, model)
         self._on_reference = False
 
     @property
@@ -361,6 +361,7 @@ class Policy:
                 keys=keys,
                 suppress_ids=self.suppress_ids,
                 adapter_names=adapter_names,
+                synced=self.synced_gpus,
             )
         processors = [] if keys is None else [KeyedSampler(keys, sampling.temperature, sampling.top_p)]
         extra = {} if adapter_names is None else {"adapter_names": adapter_names}
@@ -431,21 +432,18 @@ def picture_token_ids(processor, config) -> list[int]:
     return sorted(found)
 
 
-def _choose_decoder(decoder: str, model, synced_gpus: bool) -> str:
+def _choose_decoder(decoder: str, model) -> str:
     """``vzero`` or ``generate``, for the ``decoder`` setting (see :class:`Policy`)."""
     if decoder not in DECODERS:
         raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     if decoder == "generate":
         return decoder
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    missing = [] if hasattr(base, "_prepare_position_ids_for_generation") else ["a rule for its positions"]
-    if synced_gpus:
-        missing.append("lock-step decoding across ranks (several processes)")
-    if not missing:
+    if hasattr(base, "_prepare_position_ids_for_generation"):
         return "vzero"
     if decoder == "vzero":
-        raise ValueError(f"model.decoder='vzero' cannot decode {type(base).__name__}: it lacks {' and '.join(missing)}")
-    log.info("rollouts decode with HF generate: vzero's decoder lacks %s here", " and ".join(missing))
+        raise ValueError(f"model.decoder='vzero' cannot decode {type(base).__name__}: it has no rule for its positions")
+    log.info("rollouts decode with HF generate: %s has no rule for its positions", type(base).__name__)
     return "generate"
 
 
