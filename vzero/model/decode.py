@@ -7,8 +7,10 @@ draws), without ``generate``'s per-step machinery:
   gives Qwen-VL's multimodal rotary positions), and every decode step's positions are one precomputed ladder;
 - the logits are processed on the device: picture tokens suppressed, EOS held back before ``min_new_tokens``, then
   greedy argmax or the keyed Gumbel-max draw of :mod:`vzero.model.sampling`; no host synchronisation per step;
-- finished rows are tracked on the device and checked every ``check_every`` steps only (a finished row is fed the pad
-  token meanwhile, as ``generate`` does, and its tokens after the EOS are never read); with ``synced=True`` the
+- finished rows are tracked on the device and, on a GPU, checked every ``check_every`` steps only, so the host waits
+  for the device once per 4 steps (a finished row is fed the pad token meanwhile, as ``generate`` does, and its tokens
+  after the EOS are never read); on the CPU, where that wait costs nothing, every step is checked, so no step is
+  wasted after the last EOS; with ``synced=True`` the
   check is all-reduced over the process group, so every rank runs the same forwards (FSDP gathers weights inside
   each one) and they stop together, as ``generate(synced_gpus=True)`` does;
 - the KV cache is a :class:`~transformers.StaticCache` allocated once per batch for ``prompt + max_new_tokens``
@@ -61,7 +63,7 @@ def decode(
     suppress_ids: list[int] | None = None,
     adapter_names: list[str] | None = None,
     static_cache: bool = True,
-    check_every: int = 4,
+    check_every: int | None = None,
     synced: bool = False,
 ) -> torch.Tensor:
     """Generate up to ``sampling.max_new_tokens`` tokens per row. Returns the new tokens ``[B, N]`` (N <= max),
@@ -71,12 +73,14 @@ def decode(
         net: an HF image-text-to-text model (or its peft wrapper) with a KV cache and ``position_ids``.
         model_kwargs: the batch as the model takes it (``input_ids`` [B, T], ``attention_mask`` [B, T], pictures).
         keys: [B] int64 sampling keys, for ``temperature > 0``.
+        check_every: steps between checks for finished rows; None: 4 on a GPU, 1 on the CPU.
         synced: stop only when every rank's rows are finished (several processes stepping in lock-step).
     """
     from transformers import DynamicCache, StaticCache
 
     input_ids, mask = model_kwargs["input_ids"], model_kwargs["attention_mask"]  # [B, T], [B, T]
     device, (rows, width), budget = input_ids.device, input_ids.shape, sampling.max_new_tokens
+    check_every = check_every or (1 if device.type == "cpu" else 4)
     positions = net._prepare_position_ids_for_generation(input_ids, dict(model_kwargs))  # [B, T] or [R, B, T]
     # Every decode step's positions at once: the last prompt position + 1, + 2, ... (generate's own rule).
     ladder = positions[..., -1:] + torch.arange(1, budget + 1, device=device)  # [..., B, N]
