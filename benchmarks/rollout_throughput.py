@@ -9,9 +9,12 @@ Three ways to play the same games (4 civilians + 1 spy, 2 clue rounds, then the 
   with no game logic, tokenisation, picture preprocessing or keyed noise. ``efficiency`` = engine tokens/s ÷ ceiling
   tokens/s.
 
-The engine runs once per decoder (``--decoders``: vzero's own loop and HF ``generate``), interleaved within each
-repeat. Every completion is exactly ``max_new_tokens`` long (EOS is suppressed until then), so all of them generate the
-same number of tokens per turn. The baseline plays at most ``--baseline-games`` games per run: it plays games one by
+The engine runs once per decoder (``--decoders``), interleaved within each repeat: ``vzero`` (vzero's own loop as
+configured by default: prompts' states reused across turns), ``vzero-plain`` (the same loop reusing nothing),
+``vzero-compiled`` (the default loop with its step compiled by ``torch.compile``: a CUDA graph on a GPU; each batch
+size is played once untimed first, so compiling is not timed) and ``generate`` (HF ``generate``). Every completion
+is exactly ``max_new_tokens`` long (EOS is suppressed until then), so all of them generate the same number of tokens
+per turn. The baseline plays at most ``--baseline-games`` games per run: it plays games one by
 one, so its rate does not depend on B. Figures are medians over ``--repeats`` runs, and ratios are taken within the
 same run.
 
@@ -48,6 +51,16 @@ from vzero.model.policy import Policy
 from vzero.model.sampling import Sampling, SamplingConfig
 from vzero.rollout import RolloutEngine
 from vzero.tiny import resolve
+
+VARIANTS = {
+    "vzero": {"decoder": "vzero"},
+    "vzero-plain": {"decoder": "vzero", "reuse_prompts_gb": 0.0},
+    "vzero-compiled": {"decoder": "vzero", "compile_decode": True},
+    "generate": {"decoder": "generate"},
+}
+"""The engine's decoders: Policy settings by name."""
+RATIOS = (("vzero", "generate"), ("vzero", "vzero-plain"), ("vzero-compiled", "vzero"))
+"""Engine tokens/s ratios printed when both sides ran."""
 
 
 def hf_sampling(sampling: SamplingConfig) -> dict:
@@ -134,14 +147,23 @@ def decode_step_ms(policy: Policy, inputs, decoder: str, tokens: int) -> float:
         keys = torch.arange(inputs.input_ids.shape[0])
         sync(policy.device)
         start = time.perf_counter()
-        if decoder == "vzero":
-            decode(policy.model, kwargs, sampling, eos, policy.pad_id, keys=keys, suppress_ids=policy.suppress_ids)
+        if decoder.startswith("vzero"):
+            decode(
+                policy.model,
+                kwargs,
+                sampling,
+                eos,
+                policy.pad_id,
+                keys=keys,
+                suppress_ids=policy.suppress_ids,
+                step=policy.step,
+            )
         else:
             policy.model.generate(**kwargs, **hf_sampling(sampling), pad_token_id=policy.pad_id)
         sync(policy.device)
         return time.perf_counter() - start
 
-    timed(8)  # warm-up
+    timed(8), timed(tokens)  # warm-up (and compilation, for a compiled step)
     return 1000 * (timed(tokens) - timed(8)) / (tokens - 8)
 
 
@@ -212,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--shape", choices=["model", "7b"], default="model", help="7b: random init at Qwen2.5-VL-7B's shape"
     )
     ap.add_argument("--layers", type=int, default=None, help="with --shape 7b: fewer layers, for a smoke run")
-    ap.add_argument("--decoders", nargs="+", choices=["vzero", "generate"], default=["vzero", "generate"])
+    ap.add_argument("--decoders", nargs="+", choices=list(VARIANTS), default=["vzero", "vzero-plain", "generate"])
     ap.add_argument("--step-tokens", type=int, default=40)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/rollout_throughput.json"))
     args = ap.parse_args(argv)
@@ -224,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model, processor = load_vlm(resolve(args.model), dtype=args.dtype)
         model.to(args.device).eval()
-    policies = {d: RecordingPolicy(model, processor, max_batch_size=256, decoder=d) for d in args.decoders}
+    policies = {d: RecordingPolicy(model, processor, max_batch_size=256, **VARIANTS[d]) for d in args.decoders}
     policy = policies[args.decoders[0]]
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     rate = copy_rate(args.device)
@@ -246,6 +268,9 @@ def main(argv: list[str] | None = None) -> dict:
     for b in args.batches:
         pairs = all_pairs[:b]
         runs = []
+        for name, pol in policies.items():
+            if name.endswith("compiled"):
+                engine_run(pol, pairs, config, sampling)  # compiles for this batch's shapes
         for _ in range(args.repeats):
             run = {}
             for name, pol in policies.items():  # interleaved: each repeat runs every decoder
@@ -273,8 +298,9 @@ def main(argv: list[str] | None = None) -> dict:
                     **{f"of_floor_{d}": floor_ms / ms for d, ms in steps.items()},
                 }
             )
-            if len(args.decoders) == 2:
-                run["vzero_over_generate"] = run["engine_vzero_tok_s"] / run["engine_generate_tok_s"]
+            for fast, slow in RATIOS:
+                if fast in policies and slow in policies:
+                    run[f"{fast}_over_{slow}"] = run[f"engine_{fast}_tok_s"] / run[f"engine_{slow}_tok_s"]
             runs.append(run)
         row = {"games": b, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}, "runs": runs}
         rows.append(row)
@@ -304,18 +330,20 @@ def main(argv: list[str] | None = None) -> dict:
         f"\ndecode steps on the largest clue batch (floor {floor_ms:.2f} ms/step: {weight_bytes / 1e9:.2f} GB at "
         f"{rate / 1e9:.1f} GB/s)"
     )
+    ratios = [f"{fast}_over_{slow}" for fast, slow in RATIOS if f"{fast}_over_{slow}" in rows[0]]
     print(
         f"{'B':>3} {'rows':>5} "
-        + " ".join(f"{d + ' ms/step':>18} {d + ' tok/s':>16} {'of floor':>9}" for d in args.decoders)
-        + (f" {'engine vzero/generate':>22}" if len(args.decoders) == 2 else "")
+        + " ".join(f"{d + ' ms/step':>24} {d + ' tok/s':>22} {'of floor':>9}" for d in args.decoders)
+        + "".join(f" {'engine ' + k.replace('_over_', '/'):>30}" for k in ratios)
     )
     for r in rows:
         cells = [
-            f"{r[f'step_ms_{d}']:>18.2f} {r['step_rows'] * 1000 / r[f'step_ms_{d}']:>16.0f} {r[f'of_floor_{d}']:>9.1%}"
+            f"{r[f'step_ms_{d}']:>24.2f} {r['step_rows'] * 1000 / r[f'step_ms_{d}']:>22.0f} {r[f'of_floor_{d}']:>9.1%}"
             for d in args.decoders
         ]
-        ratio = f" {r['vzero_over_generate']:>21.2f}x" if len(args.decoders) == 2 else ""
-        print(f"{r['games']:>3} {r['step_rows']:>5.0f} " + " ".join(cells) + ratio)
+        print(
+            f"{r['games']:>3} {r['step_rows']:>5.0f} " + " ".join(cells) + "".join(f" {r[k]:>29.2f}x" for k in ratios)
+        )
     result = {
         "benchmark": "rollout_throughput",
         "model": args.model,

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--micro-batch", type=int, default=16)
     ap.add_argument("--decoder", choices=["auto", "vzero", "generate"], default="auto")
+    ap.add_argument("--compile-decode", action="store_true", help="model.compile_decode")
+    ap.add_argument("--reuse-prompts-gb", type=float, default=4.0, help="model.reuse_prompts_gb (0: off)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_step.json")
     args = ap.parse_args(argv)
@@ -78,6 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
         str(args.micro_batch),
         "--model.decoder",
         args.decoder,
+        "--model.compile_decode",
+        str(args.compile_decode).lower(),
+        "--model.reuse_prompts_gb",
+        str(args.reuse_prompts_gb),
         "--eval.every_n_steps",
         "0",
         "--checkpoint.dirpath",
@@ -126,6 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
         "device_name": torch.cuda.get_device_name() if accelerator == "gpu" else platform.processor(),
         "games_per_step": args.games,
         "steps": args.steps,
+        "decoder": args.decoder,
+        "compile_decode": args.compile_decode,
+        "reuse_prompts_gb": args.reuse_prompts_gb,
         "seconds": medians,
         "per_step": history,
         "peak_memory_bytes": peak,

@@ -59,6 +59,11 @@ class VisionZeroModule(L.LightningModule):
             device; the same tokens as HF ``generate``; in lock-step across ranks), ``generate`` (HF ``generate``), or
             ``auto`` (``vzero`` where the model states its own positions, else ``generate``). The choice is logged
             (MLflow tag ``vzero.decoder``).
+        compile_decode: capture vzero's decode step with ``torch.compile`` as one graph, replayed as a CUDA graph on
+            a GPU (one launch per step); compiling takes a while on the first rollouts, so it pays on long runs of
+            large models. Not under FSDP (the weights are gathered inside each step).
+        reuse_prompts_gb: GB of prompt keys and values a rollout keeps, so that a prompt repeating an earlier turn's
+            start (picture, rules, clues so far) computes only the rest; 0 turns it off (see ``Policy``).
     """
 
     def __init__(
@@ -70,6 +75,8 @@ class VisionZeroModule(L.LightningModule):
         schedule: WarmupCosine | None = lazy_instance(WarmupCosine),
         max_batch_size: int = 64,
         decoder: Decoder = "auto",
+        compile_decode: bool = False,
+        reuse_prompts_gb: float = 4.0,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -84,6 +91,10 @@ class VisionZeroModule(L.LightningModule):
         if decoder not in DECODERS:
             raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self.decoder = decoder
+        self.compile_decode = compile_decode
+        if reuse_prompts_gb < 0:
+            raise ValueError(f"model.reuse_prompts_gb must be >= 0, got {reuse_prompts_gb}")
+        self.reuse_prompts_gb = reuse_prompts_gb
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold trainable weights only (see on_save_checkpoint)
         self.stage = Stage.DECISION
@@ -119,6 +130,10 @@ class VisionZeroModule(L.LightningModule):
         reference = None if self.model_config.lora is not None else reference_copy(self.net)
         sharded = self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
         if sharded:
+            if self.compile_decode:
+                raise ValueError(
+                    "model.compile_decode cannot run under FSDP: its weights are gathered inside each step"
+                )
             shard_model(self.net, self.device_mesh["data_parallel"])
         distributed = self._trainer is not None and self.trainer.world_size > 1
         # The policy is a plain attribute, not a submodule: the reference copy must stay out of state_dict.
@@ -130,11 +145,14 @@ class VisionZeroModule(L.LightningModule):
             synced_gpus=distributed,  # ranks whose sequences end early keep stepping, so collectives line up
             cache_vision=not sharded,  # sharded weights are only gathered inside forward and generate
             decoder=self.decoder,
+            compile_decode=self.compile_decode,
+            reuse_prompts_gb=self.reuse_prompts_gb,
         )
 
     def on_fit_start(self) -> None:
         self._place_reference()
-        rank_zero_info(f"vzero: rollouts decode with {self.policy.decoder} (model.decoder={self.decoder})")
+        decoder = self.policy.decoder + (", compiled" if self.compile_decode else "")
+        rank_zero_info(f"vzero: rollouts decode with {decoder} (model.decoder={self.decoder})")
         if isinstance(self.logger, MLFlowLogger):
             self.logger.experiment.set_tag(self.logger.run_id, "vzero.decoder", self.policy.decoder)
 
@@ -324,6 +342,8 @@ class VisionZeroModule(L.LightningModule):
             "mode": self.mode,
             "max_batch_size": self.max_batch_size,
             "decoder": self.decoder,
+            "compile_decode": self.compile_decode,
+            "reuse_prompts_gb": self.reuse_prompts_gb,
         }
 
     def record(self) -> dict:

@@ -42,6 +42,7 @@ REQUIRED_METRICS = {
     "timing_s/ref",
     "timing_s/update",
     "perf/gen_tokens_per_s",
+    "perf/prompt_reuse",
     "eval/win_rate",
     "eval/win_rate_civilian",
     "eval/win_rate_spy",

@@ -33,6 +33,19 @@ def play(policy: Policy, sampling: Sampling, reference=None):
     return engine.play(list(pairs), config, sampling, seeds=[4, 5, 6], reference=reference, sample_seed=3)
 
 
+def record_reuse(policy: Policy) -> list[list[int]]:
+    """Each batch's stored-prefix lengths, row by row, as the policy's store hands them out."""
+    batches, find = [], policy.prefixes.find
+
+    def recording(*args):
+        found = find(*args)
+        batches.append(found.lengths)
+        return found
+
+    policy.prefixes.find = recording
+    return batches
+
+
 def odd_seats(turn) -> bool:
     return turn.player % 2 == 1
 
@@ -44,11 +57,17 @@ def test_every_turn_of_a_rollout_equals_generate(tiny, temperature):
     model, processor = tiny
     fast, slow = Policy(model, processor), Policy(model, processor, decoder="generate")
     assert (fast.decoder, slow.decoder) == ("vzero", "generate")
+    batches = record_reuse(fast)
     stage = SamplingConfig(temperature=temperature, max_new_tokens=24)
     sampling = Sampling(clue=stage, decision=stage)
     games = [play(p, sampling, reference=odd_seats) for p in (fast, slow)]  # some rows with the adapter off
     turns = [[(s.prompt_ids, s.completion_ids, s.reference) for t in g for s in t.samples] for g in games]
     assert turns[0] == turns[1]
+    # Later turns reused earlier prompts' states; some batches mixed stored rows with rows that computed their whole
+    # prompt, pictures included, and some mixed stored prefixes of different lengths.
+    assert sum(map(sum, batches)) > 0.3 * fast.prefixes.prompt_tokens
+    assert any(0 in b and set(b) != {0} for b in batches)
+    assert any(len(set(b) - {0}) > 1 for b in batches)
     lengths = {len(c) for _, c, _ in turns[0]}
     assert len(lengths) > 1 and any(not s.truncated for t in games[0] for s in t.samples)
     samples = [s for t in games[0] for s in t.samples]
@@ -144,3 +163,64 @@ def test_the_decoder_is_chosen_by_name_and_falls_back_to_generate(random_policy)
     assert _choose_decoder("auto", plain) == "generate"
     with pytest.raises(ValueError, match="model.decoder='vzero' cannot decode Linear: it has no rule for its"):
         _choose_decoder("vzero", plain)
+    with pytest.raises(ValueError, match="model.compile_decode needs vzero's decoder, but this model decodes with"):
+        Policy(model, processor, decoder="generate", compile_decode=True)
+    with pytest.raises(ValueError, match="model.reuse_prompts_gb must be >= 0, got -1"):
+        Policy(model, processor, reuse_prompts_gb=-1)
+
+
+def compiled_policy(model, processor, backend: str) -> Policy:
+    policy = Policy(model, processor, compile_decode=True)
+    policy.step.backend = backend
+    return policy
+
+
+def test_a_compiled_step_plays_the_very_same_games(tiny):
+    """The step captured as one graph (``fullgraph``; aot_eager keeps CI quick: the capture, not inductor's code, is
+    what a CUDA graph needs) plays every turn as the eager loop does, through batches of different rows and lengths,
+    with the adapter on and off, and with mixed rows (those run eagerly)."""
+    model, processor = tiny
+    torch._dynamo.reset()
+    eager, compiled = Policy(model, processor), compiled_policy(model, processor, "aot_eager")
+    stage = SamplingConfig(temperature=1.0, max_new_tokens=24)
+    sampling = Sampling(clue=stage, decision=stage)
+    games = [play(p, sampling, reference=odd_seats) for p in (eager, compiled)]  # clue turns on one side, mixed votes
+    turns = [[(s.prompt_ids, s.completion_ids) for t in g for s in t.samples] for g in games]
+    assert turns[0] == turns[1]
+    assert compiled.step._fn is not None  # the compiled path really ran
+
+
+def test_a_compiled_step_reuses_one_cache_per_shape(random_policy):
+    """A compiled step keeps its static cache's addresses (a CUDA graph replays on them) for every batch of the same
+    rows and rounded-up length, emptied in between; another shape gets a new one, and the old one is let go."""
+    from vzero.model.decode import BUCKET, DecodeStep
+
+    step, net, cpu = DecodeStep(compile=True), random_policy.model, torch.device("cpu")
+    prompts, pics = prompts_and_pictures(random_policy, 4)
+    inputs = random_policy.pack(prompts, pics)
+    width = inputs.input_ids.shape[1]
+    first = step.cache(net, 4, width + 1, cpu)
+    assert first.get_max_length() % BUCKET == 0 and width < first.get_max_length() <= width + BUCKET
+    with torch.no_grad():
+        net(**inputs.model_kwargs(), cache=first, use_cache=True)
+    assert first.get_seq_length() == width
+    assert step.cache(net, 4, width + 2, cpu) is first and first.get_seq_length() == 0
+    assert all(not layer.keys.any() for layer in first.layers)
+    assert step.cache(net, 5, width + 2, cpu) is not first
+    assert DecodeStep().cache(net, 4, width + 1, cpu).get_max_length() == width + 1  # eager: what the batch needs
+
+
+def test_a_step_that_cannot_be_captured_says_so(random_policy, monkeypatch):
+    policy = compiled_policy(random_policy.model, random_policy.processor, "eager")
+    base = getattr(policy.model, "get_base_model", lambda: policy.model)()
+    forward = type(base).forward
+
+    def breaks(self, *args, **kwargs):
+        torch._dynamo.graph_break()
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(base), "forward", breaks)
+    prompts, pics = prompts_and_pictures(policy, 2)
+    sampling = SamplingConfig(temperature=0, max_new_tokens=4)
+    with pytest.raises(RuntimeError, match="model.compile_decode: torch.compile could not capture .* in one graph"):
+        policy.generate(prompts, pics, sampling)

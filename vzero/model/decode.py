@@ -14,7 +14,10 @@ draws), without ``generate``'s per-step machinery:
   check is all-reduced over the process group, so every rank runs the same forwards (FSDP gathers weights inside
   each one) and they stop together, as ``generate(synced_gpus=True)`` does;
 - the KV cache is a :class:`~transformers.StaticCache` allocated once per batch for ``prompt + max_new_tokens``
-  (``static_cache=True``) or grows step by step (``DynamicCache``).
+  (``static_cache=True``) or grows step by step (``DynamicCache``); with a static cache every step has the same
+  shapes (the attention mask spans the whole cache, whose later slots the causal mask hides);
+- the step's forward is a :class:`DecodeStep`, which can be compiled into one graph (on a GPU, replayed as a CUDA
+  graph: one launch per step instead of one per operation).
 
 peft's per-row adapters (``adapter_names``) reach every forward, so one batch mixes the trained and the reference
 policy as it does through ``generate``.
@@ -22,8 +25,11 @@ policy as it does through ``generate``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from vzero.model.prefix import Prefix
 from vzero.model.sampling import SamplingConfig, keyed_uniform, tempered_log_probs
 
 
@@ -52,6 +58,79 @@ def next_tokens(
     return scores.argmax(-1)  # [B]
 
 
+BUCKET = 64
+"""A compiled step's cache length is rounded up to a multiple of this many tokens, so that batches of like length
+share one compiled graph and one cache."""
+
+
+class DecodeStep:
+    """The forward of one decode step: new tokens ``[B, 1]`` in, the last position's logits ``[B, V]`` out.
+
+    Eager by default. With ``compile=True`` the step is captured by ``torch.compile`` as one graph (``fullgraph``: a
+    graph break is an error naming the model, not a silent slowdown), in ``mode="reduce-overhead"`` on a GPU, which
+    replays it as a CUDA graph, and inductor's default mode on the CPU. A compiled step needs fixed addresses and few
+    distinct shapes, so it owns the static cache: the cache's length is rounded up to a multiple of :data:`BUCKET`
+    tokens, and one cache is kept and reset for the next batch of the same rows and length. Rows with per-row adapters
+    (peft's ``adapter_names``, a mixed evaluation batch) always run eagerly: peft routes them by indexing on the host.
+
+    Args:
+        compile: capture the step with ``torch.compile``.
+        mode, backend: ``torch.compile``'s; None picks ``reduce-overhead`` on a GPU and the default elsewhere.
+    """
+
+    def __init__(self, compile: bool = False, mode: str | None = None, backend: str = "inductor") -> None:
+        self.compiled, self.mode, self.backend = compile, mode, backend
+        self._fn = None
+        self._cache = None  # (key, StaticCache): the last batch's cache, reused by the next batch of the same shape
+
+    def cache(self, net, rows: int, length: int, device: torch.device):
+        """A static cache for ``rows`` sequences of up to ``length`` tokens (rounded up to :data:`BUCKET` when
+        compiled), emptied; a compiled step reuses the previous one when it fits exactly."""
+        from transformers import StaticCache
+
+        config = net.config.get_text_config(decoder=True) if hasattr(net.config, "get_text_config") else net.config
+        if not self.compiled:
+            return StaticCache(config=config, max_cache_len=length)
+        length = BUCKET * math.ceil(length / BUCKET)
+        key = (rows, length, device, id(config))
+        if self._cache is not None and self._cache[0] == key:
+            self._cache[1].reset()
+            return self._cache[1]
+        self._cache = None  # free the previous batch's cache before allocating this one's
+        self._cache = (key, StaticCache(config=config, max_cache_len=length))
+        return self._cache[1]
+
+    def __call__(self, net, input_ids, attention_mask, position_ids, cache, adapter_names=None) -> torch.Tensor:
+        """Logits ``[B, V]`` of one step. input_ids: [B, 1]; attention_mask: [B, L]; position_ids: [..., B, 1]."""
+        if adapter_names is not None or not self.compiled:
+            extra = {} if adapter_names is None else {"adapter_names": adapter_names}
+            return _last_logits(net, input_ids, attention_mask, position_ids, cache, **extra)
+        if self._fn is None:
+            on_gpu = input_ids.device.type == "cuda"
+            mode = self.mode or ("reduce-overhead" if on_gpu else None)
+            self._fn = torch.compile(_last_logits, fullgraph=True, mode=mode, backend=self.backend)
+        base = net.get_base_model() if hasattr(net, "get_base_model") else net  # peft's wrapper only adds hooks
+        try:
+            return self._fn(base, input_ids, attention_mask, position_ids, cache)
+        except torch._dynamo.exc.TorchDynamoException as err:
+            raise RuntimeError(
+                f"model.compile_decode: torch.compile could not capture {type(base).__name__}'s decode step in one "
+                f"graph; set model.compile_decode to false for this model ({type(err).__name__}: {err})"
+            ) from err
+
+
+def _last_logits(net, input_ids, attention_mask, position_ids, cache, **extra) -> torch.Tensor:
+    out = net(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cache=cache,
+        use_cache=True,
+        **extra,
+    )
+    return out.logits[:, -1]
+
+
 @torch.no_grad()
 def decode(
     net,
@@ -65,6 +144,8 @@ def decode(
     static_cache: bool = True,
     check_every: int | None = None,
     synced: bool = False,
+    step: DecodeStep | None = None,
+    prefix: Prefix | None = None,
 ) -> torch.Tensor:
     """Generate up to ``sampling.max_new_tokens`` tokens per row. Returns the new tokens ``[B, N]`` (N <= max),
     each row padded with ``pad_id`` after its EOS, as ``generate(...)[:, T:]`` is.
@@ -75,8 +156,11 @@ def decode(
         keys: [B] int64 sampling keys, for ``temperature > 0``.
         check_every: steps between checks for finished rows; None: 4 on a GPU, 1 on the CPU.
         synced: stop only when every rank's rows are finished (several processes stepping in lock-step).
+        step: the decode step's forward (eager when None); a compiled one needs ``static_cache``.
+        prefix: stored states of the rows' leading prompt tokens (:mod:`vzero.model.prefix`; needs ``static_cache``);
+            the prefill computes only the rest, and ``prefix.kept`` receives every row's prompt states.
     """
-    from transformers import DynamicCache, StaticCache
+    from transformers import DynamicCache
 
     input_ids, mask = model_kwargs["input_ids"], model_kwargs["attention_mask"]  # [B, T], [B, T]
     device, (rows, width), budget = input_ids.device, input_ids.shape, sampling.max_new_tokens
@@ -84,36 +168,108 @@ def decode(
     positions = net._prepare_position_ids_for_generation(input_ids, dict(model_kwargs))  # [B, T] or [R, B, T]
     # Every decode step's positions at once: the last prompt position + 1, + 2, ... (generate's own rule).
     ladder = positions[..., -1:] + torch.arange(1, budget + 1, device=device)  # [..., B, N]
-    config = net.config.get_text_config(decoder=True) if hasattr(net.config, "get_text_config") else net.config
-    cache = StaticCache(config=config, max_cache_len=width + budget) if static_cache else DynamicCache(config=config)
-    extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
-    full_mask = torch.cat([mask, mask.new_ones(rows, budget)], dim=1)  # [B, T + N]
+    step = step or DecodeStep()
+    if not static_cache and (step.compiled or prefix is not None):
+        raise ValueError("a compiled decode step and stored prompt states need static_cache=True")
+    if prefix is not None and any(n for n in prefix.lengths):
+        span, mask, logits, cache = _prefill_after(
+            net, model_kwargs, positions, prefix, step, budget, pad_id, adapter_names
+        )
+    else:
+        if static_cache:
+            cache = step.cache(net, rows, width + budget, device)
+            span = cache.get_max_length()  # T + N, or more when rounded up: later slots are never seen
+        else:
+            config = net.config.get_text_config(decoder=True) if hasattr(net.config, "get_text_config") else net.config
+            cache, span = DynamicCache(config=config), None
+        extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
+        out = net(**model_kwargs, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1, **extra)
+        logits = out.logits[:, -1]  # [B, V]
+    width = mask.shape[1]  # the prompt's columns in the cache
+    if prefix is not None and prefix.keep:
+        prefix.kept = _prompt_states(cache, mask)
+    full_mask = torch.cat([mask, mask.new_ones(rows, (span or width + budget) - width)], dim=1)  # [B, span]
     eos = torch.tensor(sorted(eos_ids), device=device)  # [E]
     suppress = torch.tensor(suppress_ids, device=device) if suppress_ids else None
     if keys is not None:
         keys = keys.to(device)
 
-    out = net(**model_kwargs, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1, **extra)
-    logits = out.logits[:, -1]  # [B, V]
     tokens = torch.full((rows, budget), pad_id, dtype=torch.long, device=device)  # [B, N]
     done = torch.zeros(rows, dtype=torch.bool, device=device)  # [B]
-    for step in range(budget):
-        tok = next_tokens(logits, step, sampling, keys, suppress, eos)  # [B]
+    for i in range(budget):
+        tok = next_tokens(logits, i, sampling, keys, suppress, eos)  # [B]
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        tokens[:, step] = tok
+        tokens[:, i] = tok
         done |= torch.isin(tok, eos)
-        if step + 1 == budget or ((step + 1) % check_every == 0 and _all_finished(done, synced)):
-            return tokens[:, : step + 1]
-        out = net(
-            input_ids=tok[:, None],
-            attention_mask=full_mask[:, : width + step + 1],
-            position_ids=ladder[..., step : step + 1],
-            cache=cache,
-            use_cache=True,
-            **extra,
-        )
-        logits = out.logits[:, -1]
+        if i + 1 == budget or ((i + 1) % check_every == 0 and _all_finished(done, synced)):
+            return tokens[:, : i + 1]
+        # A static cache takes the whole mask every step (one shape); a growing one, the columns seen so far.
+        seen = full_mask if span else full_mask[:, : width + i + 1]
+        logits = step(net, tok[:, None], seen, ladder[..., i : i + 1], cache, adapter_names)
     return tokens
+
+
+def _prefill_after(
+    net, model_kwargs: dict, positions, prefix: Prefix, step: DecodeStep, budget: int, pad_id, adapter_names
+):
+    """Prefill with each row's stored leading tokens copied into the cache: only the rest is computed.
+
+    The cache holds, per row, ``[pads | stored prefix]`` in the first ``H`` columns (right-aligned, ``H`` the longest
+    prefix) and ``[holes | computed tail]`` in the next ``C`` (right-aligned, ``C`` the longest tail); pads and holes
+    are masked. Positions are the full prompt's, so every token keeps the position a plain prefill gives it. Rows
+    with nothing stored (``prefix.picture_rows``) compute their whole prompt, pictures included
+    (``prefix.picture_kwargs``). Returns the cache's span, the attention mask over its first ``H + C`` columns,
+    the last logits ``[B, V]`` and the cache.
+    """
+    input_ids, mask = model_kwargs["input_ids"], model_kwargs["attention_mask"]  # [B, T], [B, T]
+    device, (rows, width) = input_ids.device, input_ids.shape
+    stored = torch.tensor(prefix.lengths, device=device)  # [B]
+    tail = mask.sum(1) - stored  # [B] prompt tokens each row computes (>= 1)
+    head, comp = int(stored.max()), int(tail.max())
+    cache = step.cache(net, rows, head + comp + budget, device)
+    sample = next(s for s in prefix.states if s is not None)  # [layers, 2, heads, L, head_dim]
+    layers, _, heads, _, dim = sample.shape
+    cache.early_initialization(rows, heads, dim, sample.dtype, device)
+    front = sample.new_zeros(layers, 2, rows, heads, head, dim)  # [layers, 2, B, heads, H]
+    for i, states in enumerate(prefix.states):
+        if states is not None:
+            front[:, :, i, :, head - states.shape[3] :] = states
+    for layer, (keys, values) in zip(cache.layers, front):
+        layer.keys[:, :, :head] = keys
+        layer.values[:, :, :head] = values
+        layer.cumulative_length.fill_(head)
+    cols = torch.arange(head + comp, device=device)  # [H + C]
+    kept = (cols < head) & (cols >= head - stored[:, None])  # [B, H + C]
+    computed = cols >= head + comp - tail[:, None]  # [B, H + C]
+    full = (kept | computed).to(mask.dtype)  # [B, H + C]
+    hole = ~computed[:, head:]  # [B, C]
+    ids = input_ids[:, width - comp :].masked_fill(hole, pad_id)  # [B, C]
+    extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
+    out = net(
+        input_ids=ids,
+        attention_mask=full,
+        position_ids=positions[..., width - comp :],
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+        **prefix.picture_kwargs,
+        **extra,
+    )
+    return cache.get_max_length(), full, out.logits[:, -1], cache
+
+
+def _prompt_states(cache, mask: torch.Tensor) -> torch.Tensor:
+    """Every row's prompt keys and values in order, gathered from the cache as the prefill laid it out (``mask``:
+    [B, W] over its first columns): ``[layers, 2, B, heads, T, head_dim]``, row ``i``'s prompt in its first columns."""
+    real = mask.bool()  # [B, W]: the prompt's cache columns, pads and holes excluded
+    order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # [B, W]: real columns first, in order
+    idx = order[:, : int(real.sum(1).max())]  # [B, T]
+    out = []
+    for layer in cache.layers:
+        keys, values = layer.keys, layer.values  # [B, heads, S, head_dim]
+        index = idx[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[3])  # [B, heads, T, head_dim]
+        out.append(torch.stack([keys.gather(2, index), values.gather(2, index)]))  # [2, B, heads, T, head_dim]
+    return torch.stack(out)  # [layers, 2, B, heads, T, head_dim]
 
 
 def _all_finished(done: torch.Tensor, synced: bool) -> bool:

@@ -29,8 +29,9 @@ from PIL import Image
 from transformers import LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vzero.model.decode import decode
+from vzero.model.decode import DecodeStep, decode
 from vzero.model.load import is_vision
+from vzero.model.prefix import Prefix, PrefixStore
 from vzero.model.sampling import KeyedSampler, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,12 @@ class Policy:
             its per-step overhead; in lock-step across ranks with ``synced_gpus``), ``generate`` with HF ``generate``;
             ``auto`` takes ``vzero`` where it applies (a model that states its own positions) and ``generate``
             elsewhere. The choice is :attr:`decoder`.
+        compile_decode: capture the ``vzero`` decoder's step with ``torch.compile`` (a CUDA graph on a GPU; see
+            :class:`~vzero.model.decode.DecodeStep`). Not for sharded weights, which FSDP gathers inside each step.
+        reuse_prompts_gb: within :meth:`rollout`, keep up to this many GB of prompt keys and values, so that a later
+            prompt repeating an earlier one's start (its picture, the rules, the clues so far) computes only the rest
+            (:mod:`vzero.model.prefix`); 0 turns it off. Needs ``vzero``'s decoder and the vision cache, and a model
+            whose pictures' features are one tensor each (Qwen-VL).
     """
 
     def __init__(
@@ -121,6 +128,8 @@ class Policy:
         synced_gpus: bool = False,
         cache_vision: bool = True,
         decoder: Decoder = "auto",
+        compile_decode: bool = False,
+        reuse_prompts_gb: float = 4.0,
     ) -> None:
         self.model, self.processor, self.reference_model = model, processor, reference
         self.max_batch_size = max_batch_size
@@ -134,6 +143,12 @@ class Policy:
         self.suppress_ids = picture_token_ids(processor, model.config)
         self.cache_vision = cache_vision and _vision_frozen(model) and _accepts_encoder_outputs(model)
         self.decoder = _choose_decoder(decoder, model)
+        if compile_decode and self.decoder != "vzero":
+            raise ValueError(f"model.compile_decode needs vzero's decoder, but this model decodes with {self.decoder}")
+        self.step = DecodeStep(compile=compile_decode)
+        if reuse_prompts_gb < 0:
+            raise ValueError(f"model.reuse_prompts_gb must be >= 0, got {reuse_prompts_gb}")
+        self.prefixes = PrefixStore(int(reuse_prompts_gb * 1e9))
         self._on_reference = False
 
     @property
@@ -157,6 +172,13 @@ class Policy:
                 raise RuntimeError("this policy has no adapter to disable and no frozen reference copy")
         finally:
             self._on_reference = False
+
+    @contextlib.contextmanager
+    def rollout(self) -> Iterator[Policy]:
+        """Within this block (one rollout: the weights must not change inside it), prompts' keys and values are kept
+        and a later prompt that repeats an earlier one's start reuses them (see ``reuse_prompts_gb``)."""
+        with self.prefixes.session():
+            yield self
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[Policy]:
@@ -326,7 +348,11 @@ class Policy:
             return out  # type: ignore[return-value]
         inputs = self.pack(prompts, pictures).to(self.device)
         key_tensor = torch.tensor(list(keys), dtype=torch.long, device=self.device) if sampling.temperature else None
-        new = self._generate_call(inputs, sampling, key_tensor, flags).tolist()  # [B, N]
+        prefix = self._stored_prefix(prompts, pictures, flags)
+        new = self._generate_call(inputs, sampling, key_tensor, flags, prefix).tolist()  # [B, N]
+        if prefix is not None and prefix.kept is not None:
+            self.prefixes.keep(prompts, pictures, flags, prefix.kept)
+            prefix.kept = None
         completions = []
         for row in new:
             end = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
@@ -336,21 +362,39 @@ class Policy:
                 completions.append(Completion(row[: end + 1], False))
         return completions
 
-    def _generate_call(self, inputs: ModelInputs, sampling: SamplingConfig, keys, flags: list[bool]) -> torch.Tensor:
+    def _stored_prefix(self, prompts, pictures, flags: list[bool]) -> Prefix | None:
+        """What this batch can take from the prompt store (None when reuse does not apply to it)."""
+        if not (self.prefixes.active and self.decoder == "vzero" and self.cache_vision) or pictures[0].joined:
+            return None
+        marks = set(self.suppress_ids)
+        ends = [max((j + 1 for j, t in enumerate(ids) if t in marks), default=0) for ids in prompts]
+        prefix = self.prefixes.find(prompts, pictures, flags, ends)
+        if 0 < len(prefix.picture_rows) < len(prompts):  # the rows that compute their pictures need the features
+            rows = prefix.picture_rows
+            sub = self.pack([prompts[i] for i in rows], [pictures[i] for i in rows]).to(self.device).model_kwargs()
+            prefix.picture_kwargs = {k: v for k, v in sub.items() if k in ("mm_encoder_outputs", "image_grid_thw")}
+        return prefix
+
+    def _generate_call(
+        self, inputs: ModelInputs, sampling: SamplingConfig, keys, flags: list[bool], prefix: Prefix | None = None
+    ) -> torch.Tensor:
         """The new tokens ``[B, N]`` of one decoding pass over the batch (after a row's EOS: padding); mixed rows
         run with peft's per-row adapter names (``__base__`` = off)."""
         if self._on_reference and not all(flags):
             raise ValueError("rows for the trained policy were asked for inside policy.reference()")
         if not any(flags):
-            return self._decode(self._net, inputs, sampling, keys)
+            return self._decode(self._net, inputs, sampling, keys, prefix=prefix)
         if all(flags):
             with self.reference():
-                return self._decode(self._net, inputs, sampling, keys)
+                return self._decode(self._net, inputs, sampling, keys, prefix=prefix)
         active = self.model.active_adapter
         with self.frozen():  # peft refuses per-row adapters in training mode
-            return self._decode(self.model, inputs, sampling, keys, ["__base__" if f else active for f in flags])
+            names = ["__base__" if f else active for f in flags]
+            return self._decode(self.model, inputs, sampling, keys, names, prefix)
 
-    def _decode(self, net, inputs: ModelInputs, sampling: SamplingConfig, keys, adapter_names=None) -> torch.Tensor:
+    def _decode(
+        self, net, inputs: ModelInputs, sampling: SamplingConfig, keys, adapter_names=None, prefix=None
+    ) -> torch.Tensor:
         if self.decoder == "vzero":
             return decode(
                 net,
@@ -362,6 +406,8 @@ class Policy:
                 suppress_ids=self.suppress_ids,
                 adapter_names=adapter_names,
                 synced=self.synced_gpus,
+                step=self.step,
+                prefix=prefix,
             )
         processors = [] if keys is None else [KeyedSampler(keys, sampling.temperature, sampling.top_p)]
         extra = {} if adapter_names is None else {"adapter_names": adapter_names}

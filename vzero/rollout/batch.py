@@ -39,6 +39,8 @@ class TrainBatch:
     """The role baselines after this batch's games were folded in (``rae/b_spy``, ``rae/b_civ``), for logging."""
     pairs: list[ImagePair] = field(default_factory=list)
     """Each game's pictures, aligned with ``transcripts`` (filled by the data module), for transcripts."""
+    reused_prompt_tokens: int = 0
+    """Prompt tokens whose keys and values the rollout took from earlier turns instead of computing them."""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -59,6 +61,7 @@ class TrainBatch:
             timings=self.timings,
             baselines=self.baselines,
             pairs=self.pairs,
+            reused_prompt_tokens=self.reused_prompt_tokens,
         )
 
     def game_advantages(self) -> list[list[float]]:

@@ -96,7 +96,7 @@ class GameRolloutDataModule(L.LightningDataModule):
         start = time.perf_counter()
         pairs = [shard[int(i)] for i in picks]
         load_seconds = time.perf_counter() - start
-        start = time.perf_counter()
+        start, reused = time.perf_counter(), policy.prefixes.reused_tokens
         engine = RolloutEngine(policy)
         transcripts = engine.play(pairs, self.game, self.sampling, seeds=seats.tolist(), sample_seed=step_seed)
         rollout_seconds = time.perf_counter() - start
@@ -105,6 +105,7 @@ class GameRolloutDataModule(L.LightningDataModule):
         self._sync_baselines()
         batch.timings = {"rollout": rollout_seconds, "pairs": load_seconds}
         batch.pairs = pairs
+        batch.reused_prompt_tokens = policy.prefixes.reused_tokens - reused
         batch.baselines = {"rae/b_spy": self.baselines.spy, "rae/b_civ": self.baselines.civilian}
         return batch
 

@@ -111,7 +111,8 @@ class RolloutEngine:
                 )
             return texts
 
-        play_games(games, respond)
+        with self.policy.rollout():  # the weights stay as they are: prompts' states can be reused across turns
+            play_games(games, respond)
         out = []
         for g, game in enumerate(games):
             out.append(RolloutTranscript(**vars(game.transcript()), samples=samples[g]))  # both in play order

@@ -20,6 +20,7 @@ ROLLOUT_KEYS = (
     "len/decision",
     "len/truncated_frac",
     "perf/gen_tokens_per_s",
+    "perf/prompt_reuse",
 )
 
 
@@ -71,4 +72,6 @@ def rollout_metrics(batch: TrainBatch) -> dict[str, tuple[float, float]]:
         "len/decision": _mean(lengths["decision"]),
         "len/truncated_frac": _mean([float(s.truncated) for s in batch.samples]),
         "perf/gen_tokens_per_s": (gen_tokens / rollout_s if rollout_s else 0.0, 1.0),
+        # The share of prompt tokens whose keys and values came from an earlier turn (vzero.model.prefix).
+        "perf/prompt_reuse": _ratio(batch.reused_prompt_tokens, sum(len(s.prompt_ids) for s in batch.samples)),
     }
