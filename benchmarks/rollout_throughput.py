@@ -171,13 +171,16 @@ def rows_of(call) -> int:
     return call[0].input_ids.shape[0]
 
 
-def engine_run(policy: RecordingPolicy, pairs, config, sampling) -> tuple[float, int]:
+def engine_run(policy: RecordingPolicy, pairs, config, sampling) -> tuple[float, int, float]:
+    """Seconds, tokens generated, and the share of prompt tokens whose states came from earlier turns."""
     policy.calls.clear()
+    reused, prompts = policy.prefixes.reused_tokens, policy.prefixes.prompt_tokens
     start = time.perf_counter()
     transcripts = RolloutEngine(policy).play(pairs, config, sampling)
     seconds = time.perf_counter() - start
     tokens = sum(len(s.completion_ids) for t in transcripts for s in t.samples)
-    return seconds, tokens
+    looked = policy.prefixes.prompt_tokens - prompts
+    return seconds, tokens, (policy.prefixes.reused_tokens - reused) / looked if looked else 0.0
 
 
 @torch.no_grad()
@@ -274,8 +277,9 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.repeats):
             run = {}
             for name, pol in policies.items():  # interleaved: each repeat runs every decoder
-                e_s, e_tok = engine_run(pol, pairs, config, sampling)
+                e_s, e_tok, reuse = engine_run(pol, pairs, config, sampling)
                 run[f"engine_{name}_tok_s"], run[f"engine_{name}_games_s"] = e_tok / e_s, b / e_s
+                run[f"prompt_reuse_{name}"] = reuse
             c_s, c_tok = ceiling_run(policy)
             nb = min(b, args.baseline_games)
             b_s, b_tok = baseline_run(model, processor, pairs[:nb], config, sampling)
@@ -308,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"B={b:>3}  engine {row['engine_games_s']:.3f} games/s {row['engine_tok_s']:.0f} tok/s | "
             f"baseline {row['baseline_games_s']:.3f} games/s | speedup {row['speedup']:.1f}x | "
             f"efficiency {row['efficiency']:.2f} | ceiling/baseline {row['ceiling_speedup']:.1f}x | "
+            f"prompt reuse {row[f'prompt_reuse_{args.decoders[0]}']:.0%} | "
             + " | ".join(
                 f"{d}: {row[f'step_ms_{d}']:.2f} ms/step ({row[f'of_floor_{d}']:.1%} of floor)" for d in args.decoders
             ),

@@ -190,9 +190,9 @@ def test_a_compiled_step_plays_the_very_same_games(tiny):
     assert compiled.step._fn is not None  # the compiled path really ran
 
 
-def test_a_compiled_step_reuses_one_cache_per_shape(random_policy):
-    """A compiled step keeps its static cache's addresses (a CUDA graph replays on them) for every batch of the same
-    rows and rounded-up length, emptied in between; another shape gets a new one, and the old one is let go."""
+def test_a_compiled_steps_caches_keep_their_addresses(random_policy):
+    """A CUDA graph replays on the addresses it recorded: every batch of a shape seen before gets the very same cache
+    storage (emptied), whatever came in between; only a batch larger than any before moves it."""
     from vzero.model.decode import BUCKET, DecodeStep
 
     step, net, cpu = DecodeStep(compile=True), random_policy.model, torch.device("cpu")
@@ -203,10 +203,15 @@ def test_a_compiled_step_reuses_one_cache_per_shape(random_policy):
     assert first.get_max_length() % BUCKET == 0 and width < first.get_max_length() <= width + BUCKET
     with torch.no_grad():
         net(**inputs.model_kwargs(), cache=first, use_cache=True)
-    assert first.get_seq_length() == width
-    assert step.cache(net, 4, width + 2, cpu) is first and first.get_seq_length() == 0
-    assert all(not layer.keys.any() for layer in first.layers)
-    assert step.cache(net, 5, width + 2, cpu) is not first
+    assert first.get_seq_length() == width and first.layers[0].keys.any()
+    address = [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in first.layers]
+    other = step.cache(net, 3, width + 1, cpu)  # another shape in between
+    assert other.layers[0].keys.shape[0] == 3 and other.layers[0].keys.data_ptr() == address[0][0]
+    again = step.cache(net, 4, width + 2, cpu)  # the same bucket: the same shape
+    assert [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in again.layers] == address
+    assert again.get_seq_length() == 0 and all(not layer.keys.any() for layer in again.layers)
+    larger = step.cache(net, 8, width + 1, cpu)
+    assert larger.layers[0].keys.data_ptr() != address[0][0]
     assert DecodeStep().cache(net, 4, width + 1, cpu).get_max_length() == width + 1  # eager: what the batch needs
 
 
