@@ -32,7 +32,8 @@ from vzero import __version__
 from vzero.checkpoint import rng_state, set_rng_state
 from vzero.game import Stage
 from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm, reference_copy
-from vzero.model.policy import DECODERS, Decoder, ModelInputs
+from vzero.model.decode import DECODERS, Decoder
+from vzero.model.inputs import ModelInputs
 from vzero.model.shard import shard_model
 from vzero.rl.loss import LossConfig, batch_counts, normalizer, policy_loss
 from vzero.rl.schedule import WarmupCosine

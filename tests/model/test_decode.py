@@ -152,7 +152,7 @@ def test_sampled_tokens_follow_the_models_distribution(random_policy):
 
 
 def test_the_decoder_is_chosen_by_name_and_falls_back_to_generate(random_policy):
-    from vzero.model.policy import _choose_decoder
+    from vzero.model.decode import choose_decoder
 
     model, processor = random_policy.model, random_policy.processor
     assert Policy(model, processor, synced_gpus=True).decoder == "vzero"  # in lock-step: see test_distributed
@@ -160,9 +160,9 @@ def test_the_decoder_is_chosen_by_name_and_falls_back_to_generate(random_policy)
     with pytest.raises(ValueError, match="model.decoder must be one of auto, vzero, generate, got 'fast'"):
         Policy(model, processor, decoder="fast")
     plain = torch.nn.Linear(2, 2)  # no rule for its positions
-    assert _choose_decoder("auto", plain) == "generate"
+    assert choose_decoder("auto", plain) == "generate"
     with pytest.raises(ValueError, match="model.decoder='vzero' cannot decode Linear: it has no rule for its"):
-        _choose_decoder("vzero", plain)
+        choose_decoder("vzero", plain)
     with pytest.raises(ValueError, match="model.compile_decode needs vzero's decoder, but this model decodes with"):
         Policy(model, processor, decoder="generate", compile_decode=True)
     with pytest.raises(ValueError, match="model.reuse_prompts_gb must be >= 0, got -1"):

@@ -1,7 +1,8 @@
 """Models: loading any HF image-text-to-text model (LoRA, QLoRA), the Policy wrapper, sampling settings, FSDP2 units."""
 
+from vzero.model.inputs import Completion, ModelInputs, Picture
 from vzero.model.load import LoraSettings, ModelConfig, load_vlm, reference_copy
-from vzero.model.policy import Completion, ModelInputs, Picture, Policy
+from vzero.model.policy import Policy
 
 __all__ = [
     "Completion",

@@ -25,7 +25,9 @@ policy as it does through ``generate``.
 
 from __future__ import annotations
 
+import logging
 import math
+from typing import Literal
 
 import torch
 
@@ -57,6 +59,10 @@ def next_tokens(
         scores = logp + noise.to(logp.dtype)
     return scores.argmax(-1)  # [B]
 
+
+log = logging.getLogger(__name__)
+Decoder = Literal["auto", "vzero", "generate"]
+DECODERS = ("auto", "vzero", "generate")
 
 BUCKET = 64
 """A compiled step's cache length is rounded up to a multiple of this many tokens, so that batches of like length
@@ -305,3 +311,18 @@ def _all_finished(done: torch.Tensor, synced: bool) -> bool:
     if synced and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(finished, op=torch.distributed.ReduceOp.MIN)
     return bool(finished)
+
+
+def choose_decoder(decoder: str, model) -> str:
+    """``vzero`` or ``generate``, for the ``decoder`` setting (see :class:`~vzero.model.policy.Policy`)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "generate":
+        return decoder
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "_prepare_position_ids_for_generation"):
+        return "vzero"
+    if decoder == "vzero":
+        raise ValueError(f"model.decoder='vzero' cannot decode {type(base).__name__}: it has no rule for its positions")
+    log.info("rollouts decode with HF generate: %s has no rule for its positions", type(base).__name__)
+    return "generate"

@@ -18,82 +18,18 @@ own features, in the form its model returns them: one tensor per picture (Qwen-V
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from PIL import Image
 from transformers import LogitsProcessorList
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vzero.model.decode import DecodeStep, decode
+from vzero.model.decode import Decoder, DecodeStep, choose_decoder, decode
+from vzero.model.inputs import Completion, ModelInputs, Picture, picture_token_ids
 from vzero.model.load import is_vision
 from vzero.model.prefix import Prefix, PrefixStore
 from vzero.model.sampling import KeyedSampler, SamplingConfig
-
-log = logging.getLogger(__name__)
-Decoder = Literal["auto", "vzero", "generate"]
-DECODERS = ("auto", "vzero", "generate")
-
-
-@dataclass(eq=False)
-class Picture:
-    """One preprocessed picture."""
-
-    pixel_values: torch.Tensor  # [n_patches, ...]
-    grid: torch.Tensor | None  # [3] (t, h, w) for Qwen-VL processors; None for tiling processors
-    placeholder: str
-    """The expanded image-token text that stands for this picture in a prompt."""
-    embeds: torch.Tensor | None = field(default=None, repr=False)  # [n_visual_tokens, hidden] or [n_tiles, ...]
-    """The frozen vision tower's output, filled on first use and shared by every pass that shows the picture."""
-    joined: bool = False
-    """True when the model takes a batch's features as one tensor (the pictures' rows concatenated), as InternVL
-    does; False when it takes one tensor per picture, as Qwen-VL does."""
-
-
-@dataclass(frozen=True)
-class Completion:
-    ids: list[int]
-    """Generated token ids, up to and including the EOS."""
-    truncated: bool
-    """True when generation hit ``max_new_tokens`` before an EOS."""
-
-
-@dataclass
-class ModelInputs:
-    """Left-padded sequences of prompt + completion, ready for the model. Completions are right-aligned."""
-
-    input_ids: torch.Tensor  # [B, T]
-    attention_mask: torch.Tensor  # [B, T]
-    mm_token_type_ids: torch.Tensor | None  # [B, T]
-    pixel_values: torch.Tensor | None  # [sum of patches, ...]; None when image_embeds are given
-    image_grid_thw: torch.Tensor | None  # [B, 3]
-    completion_mask: torch.Tensor  # [B, C]; 1 on the last len(completion) columns of each row
-    image_embeds: tuple[torch.Tensor, ...] | None = None  # per picture: [n_visual_tokens, hidden] or [n_tiles, ...]
-    join_embeds: bool = False
-    """Hand ``image_embeds`` to the model as one tensor, concatenated along the first dimension (InternVL)."""
-
-    def model_kwargs(self) -> dict:
-        kw = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
-        if self.image_embeds is not None:
-            feats = torch.cat(self.image_embeds) if self.join_embeds else self.image_embeds
-            kw["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
-        else:
-            kw["pixel_values"] = self.pixel_values
-        if self.image_grid_thw is not None:
-            kw["image_grid_thw"] = self.image_grid_thw
-        if self.mm_token_type_ids is not None:
-            kw["mm_token_type_ids"] = self.mm_token_type_ids
-        return kw
-
-    def to(self, device: torch.device | str) -> ModelInputs:
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
-        if self.image_embeds is not None:
-            moved["image_embeds"] = tuple(e.to(device) for e in self.image_embeds)
-        return ModelInputs(**moved)
 
 
 class Policy:
@@ -142,7 +78,7 @@ class Policy:
         # A sampled image or video placeholder would make the rescored sequence claim a picture it does not have.
         self.suppress_ids = picture_token_ids(processor, model.config)
         self.cache_vision = cache_vision and _vision_frozen(model) and _accepts_encoder_outputs(model)
-        self.decoder = _choose_decoder(decoder, model)
+        self.decoder = choose_decoder(decoder, model)
         if compile_decode and self.decoder != "vzero":
             raise ValueError(f"model.compile_decode needs vzero's decoder, but this model decodes with {self.decoder}")
         self.step = DecodeStep(compile=compile_decode)
@@ -445,52 +381,6 @@ class Policy:
         # log softmax at the targets only: no second [B, C, V] tensor, which matters at a real vocabulary's size
         logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # [B, C]
         return logp * inputs.completion_mask
-
-
-def picture_token_ids(processor, config) -> list[int]:
-    """Every token id that structures a picture or a video in a prompt: placeholders and their start and end markers.
-
-    Collected from the processor (``image_token_id``, ``start_image_token_id``, ``image_token_ids``, the token strings
-    ``video_token``, ...), its tokenizer's named special tokens and the model config, so a family's own names
-    (Qwen-VL's ``<|vision_start|>``, InternVL's ``<img>`` / ``</img>`` / ``<video>``) are all found.
-    """
-    tokenizer = processor.tokenizer
-    found: set[int] = set()
-
-    def add(name: str, value) -> None:
-        if not any(k in name for k in ("image", "video", "vision", "img")):
-            return
-        if isinstance(value, int) and not isinstance(value, bool) and name.endswith(("_id", "_index")):
-            found.add(value)
-        elif isinstance(value, (list, tuple)) and name.endswith("_ids"):
-            found.update(v for v in value if isinstance(v, int))
-        elif isinstance(value, str) and name.endswith("_token"):
-            token_id = tokenizer.convert_tokens_to_ids(value)
-            if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-                found.add(token_id)
-
-    for source in (processor, config):
-        for name, value in vars(source).items():
-            add(name, value)
-    add("image_token_ids", getattr(processor, "image_token_ids", None))
-    for name, value in getattr(tokenizer, "special_tokens_map", {}).items():
-        add(name, value)
-    return sorted(found)
-
-
-def _choose_decoder(decoder: str, model) -> str:
-    """``vzero`` or ``generate``, for the ``decoder`` setting (see :class:`Policy`)."""
-    if decoder not in DECODERS:
-        raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    if decoder == "generate":
-        return decoder
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if hasattr(base, "_prepare_position_ids_for_generation"):
-        return "vzero"
-    if decoder == "vzero":
-        raise ValueError(f"model.decoder='vzero' cannot decode {type(base).__name__}: it has no rule for its positions")
-    log.info("rollouts decode with HF generate: %s has no rule for its positions", type(base).__name__)
-    return "generate"
 
 
 def _vision_frozen(model) -> bool:

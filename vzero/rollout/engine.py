@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from vzero.data.pairs.base import ImagePair, blank_like
 from vzero.game import Game, GameConfig, Transcript, Turn, play_games
-from vzero.model.policy import Picture, Policy
+from vzero.model.inputs import Picture
+from vzero.model.policy import Policy
 from vzero.model.sampling import Sampling, row_key
 from vzero.model.text import SafeText
 

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 
 from vzero.data.pairs.clevr import COLORS, MATERIALS, RADIUS, SHAPES, SIZES, ClevrPairs, describe_object
 from vzero.game import Game, GameConfig, parse_clue, parse_vote, play_games
-from vzero.model.policy import Picture, Policy
+from vzero.model.inputs import Picture
+from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingConfig
 from vzero.rl.schedule import WarmupCosine
 
