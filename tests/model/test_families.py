@@ -144,6 +144,38 @@ def test_the_vision_cache_changes_nothing(family):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["features-cached", "pixels"])
+def test_prompt_reuse_changes_nothing(family, cache, monkeypatch):
+    """Games played reusing earlier prompts' keys and values are those played computing every prompt whole, with each
+    picture's features cached or its pixels encoded by every prefill that shows it: the same ids, and the same logits
+    at every step of every turn (1e-4)."""
+    import vzero.model.decode as decoding
+
+    _, _, model, processor = family
+    reusing = Policy(model, processor, cache_vision=cache)
+    plain = Policy(model, processor, cache_vision=cache, reuse_prompts_gb=0)
+    pairs = ClevrPairs(n=2, seed=5, size=(240, 160))
+    sampling = Sampling(clue=SamplingConfig(max_new_tokens=6), decision=SamplingConfig(max_new_tokens=6))
+    config = GameConfig(n_civilians=2, clue_rounds=2)
+    logits, pick = [], decoding.next_tokens
+
+    def recording(scores, *args):
+        logits[-1].append(scores.clone())
+        return pick(scores, *args)
+
+    monkeypatch.setattr(decoding, "next_tokens", recording)
+    games = []
+    for policy in (reusing, plain):
+        logits.append([])
+        games.append(RolloutEngine(policy).play(list(pairs), config, sampling, sample_seed=7))
+    ids = [[[s.completion_ids for s in t.samples] for t in g] for g in games]
+    assert ids[0] == ids[1]
+    assert len(logits[0]) == len(logits[1]) > 0
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(*logits))
+    assert reusing.prefixes.reused_tokens > 0.2 * reusing.prefixes.prompt_tokens
+    assert plain.prefixes.reused_tokens == 0
+
+
 def test_a_policy_gradient_reaches_every_adapted_layer(family):
     """The loss of played games backpropagates into the LoRA layers of the language model, not the vision tower."""
     _, _, model, processor = family

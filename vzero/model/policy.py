@@ -51,8 +51,7 @@ class Policy:
             :class:`~vzero.model.decode.DecodeStep`). Not for sharded weights, which FSDP gathers inside each step.
         reuse_prompts_gb: within :meth:`rollout`, keep up to this many GB of prompt keys and values, so that a later
             prompt repeating an earlier one's start (its picture, the rules, the clues so far) computes only the rest
-            (:mod:`vzero.model.prefix`); 0 turns it off. Needs ``vzero``'s decoder and the vision cache, and a model
-            whose pictures' features are one tensor each (Qwen-VL).
+            (:mod:`vzero.model.prefix`); 0 turns it off. Needs ``vzero``'s decoder.
     """
 
     def __init__(
@@ -300,7 +299,7 @@ class Policy:
 
     def _stored_prefix(self, prompts, pictures, flags: list[bool]) -> Prefix | None:
         """What this batch can take from the prompt store (None when reuse does not apply to it)."""
-        if not (self.prefixes.active and self.decoder == "vzero" and self.cache_vision) or pictures[0].joined:
+        if not (self.prefixes.active and self.decoder == "vzero"):
             return None
         marks = set(self.suppress_ids)
         ends = [max((j + 1 for j, t in enumerate(ids) if t in marks), default=0) for ids in prompts]
@@ -308,7 +307,9 @@ class Policy:
         if 0 < len(prefix.picture_rows) < len(prompts):  # the rows that compute their pictures need the features
             rows = prefix.picture_rows
             sub = self.pack([prompts[i] for i in rows], [pictures[i] for i in rows]).to(self.device).model_kwargs()
-            prefix.picture_kwargs = {k: v for k, v in sub.items() if k in ("mm_encoder_outputs", "image_grid_thw")}
+            # Their pictures only (features, or pixels to encode): the chunk's own ids, mask and positions replace the rest.
+            text = ("input_ids", "attention_mask", "mm_token_type_ids")
+            prefix.picture_kwargs = {k: v for k, v in sub.items() if k not in text}
         return prefix
 
     def _generate_call(
