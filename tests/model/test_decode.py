@@ -229,3 +229,25 @@ def test_a_step_that_cannot_be_captured_says_so(random_policy, monkeypatch):
     sampling = SamplingConfig(temperature=0, max_new_tokens=4)
     with pytest.raises(RuntimeError, match="model.compile_decode: torch.compile could not capture .* in one graph"):
         policy.generate(prompts, pics, sampling)
+
+
+def test_sliding_window_models_neither_reuse_prompts_nor_compile(random_policy, monkeypatch):
+    """A sliding window's cache is not laid out by absolute column: no stored prompts, and no compiled step."""
+    import copy
+    from types import SimpleNamespace
+
+    import vzero.model.policy as policies
+    from vzero.model.decode import DecodeStep, has_sliding_layers
+
+    text = copy.deepcopy(random_policy.model.config.get_text_config(decoder=True))
+    assert not has_sliding_layers(random_policy.model)
+    text.layer_types = ["sliding_attention"] + list(text.layer_types[1:])
+    text.sliding_window = 16
+    sliding = SimpleNamespace(config=text)
+    assert has_sliding_layers(sliding)
+    with pytest.raises(ValueError, match="model.compile_decode does not cover models with sliding-window attention"):
+        DecodeStep(compile=True).cache(sliding, 2, 40, torch.device("cpu"))
+    monkeypatch.setattr(policies, "has_sliding_layers", lambda model: True)
+    policy = Policy(random_policy.model, random_policy.processor)
+    with policy.rollout():
+        assert not policy.prefixes.active

@@ -34,6 +34,10 @@ import torch
 from vzero.model.prefix import Prefix
 from vzero.model.sampling import SamplingConfig, keyed_uniform, tempered_log_probs
 
+log = logging.getLogger(__name__)
+Decoder = Literal["auto", "vzero", "generate"]
+DECODERS = ("auto", "vzero", "generate")
+
 
 def next_tokens(
     logits: torch.Tensor,
@@ -59,10 +63,6 @@ def next_tokens(
         scores = logp + noise.to(logp.dtype)
     return scores.argmax(-1)  # [B]
 
-
-log = logging.getLogger(__name__)
-Decoder = Literal["auto", "vzero", "generate"]
-DECODERS = ("auto", "vzero", "generate")
 
 BUCKET = 64
 """A compiled step's cache length is rounded up to a multiple of this many tokens, so that batches of like length
@@ -103,6 +103,8 @@ class DecodeStep:
             return StaticCache(config=config, max_cache_len=length)
         length = BUCKET * math.ceil(length / BUCKET)
         cache = StaticCache(config=config, max_cache_len=length)
+        if any(layer.is_sliding for layer in cache.layers):
+            raise ValueError("model.compile_decode does not cover models with sliding-window attention layers")
         heads = config.num_key_value_heads
         dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         dtype = net.get_input_embeddings().weight.dtype  # the compute dtype (never quantised)
@@ -204,7 +206,7 @@ def decode(
     step = step or DecodeStep()
     if not static_cache and (step.compiled or prefix is not None):
         raise ValueError("a compiled decode step and stored prompt states need static_cache=True")
-    if prefix is not None and any(n for n in prefix.lengths):
+    if prefix is not None and any(prefix.lengths) and not has_sliding_layers(net):
         span, mask, logits, cache = _prefill_after(
             net, model_kwargs, positions, prefix, step, budget, pad_id, adapter_names
         )
@@ -219,7 +221,7 @@ def decode(
         out = net(**model_kwargs, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1, **extra)
         logits = out.logits[:, -1]  # [B, V]
     width = mask.shape[1]  # the prompt's columns in the cache
-    if prefix is not None and prefix.keep:
+    if prefix is not None and prefix.keep and not has_sliding_layers(net):
         prefix.kept = _prompt_states(cache, mask)
     full_mask = torch.cat([mask, mask.new_ones(rows, (span or width + budget) - width)], dim=1)  # [B, span]
     eos = torch.tensor(sorted(eos_ids), device=device)  # [E]
@@ -289,6 +291,12 @@ def _prefill_after(
         **extra,
     )
     return cache.get_max_length(), full, out.logits[:, -1], cache
+
+
+def has_sliding_layers(net) -> bool:
+    """Whether some attention layer keeps a sliding window (its cache is not laid out by absolute column)."""
+    config = net.config.get_text_config(decoder=True) if hasattr(net.config, "get_text_config") else net.config
+    return any(t != "full_attention" for t in getattr(config, "layer_types", None) or [])
 
 
 def _prompt_states(cache, mask: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from transformers import LogitsProcessorList
 
-from vzero.model.decode import Decoder, DecodeStep, choose_decoder, decode
+from vzero.model.decode import Decoder, DecodeStep, choose_decoder, decode, has_sliding_layers
 from vzero.model.inputs import Completion, ModelInputs, Picture, picture_token_ids
 from vzero.model.load import is_vision
 from vzero.model.prefix import Prefix, PrefixStore
@@ -83,7 +83,8 @@ class Policy:
         self.step = DecodeStep(compile=compile_decode)
         if reuse_prompts_gb < 0:
             raise ValueError(f"model.reuse_prompts_gb must be >= 0, got {reuse_prompts_gb}")
-        self.prefixes = PrefixStore(int(reuse_prompts_gb * 1e9))
+        # A sliding window's cache is not laid out by absolute column, so its states cannot be moved between batches.
+        self.prefixes = PrefixStore(0 if has_sliding_layers(model) else int(reuse_prompts_gb * 1e9))
         self._on_reference = False
 
     @property
@@ -307,7 +308,7 @@ class Policy:
         if 0 < len(prefix.picture_rows) < len(prompts):  # the rows that compute their pictures need the features
             rows = prefix.picture_rows
             sub = self.pack([prompts[i] for i in rows], [pictures[i] for i in rows]).to(self.device).model_kwargs()
-            # Their pictures only (features, or pixels to encode): the chunk's own ids, mask and positions replace the rest.
+            # Their pictures only (features, or pixels to encode): the chunk brings its own ids, mask and positions.
             text = ("input_ids", "attention_mask", "mm_token_type_ids")
             prefix.picture_kwargs = {k: v for k, v in sub.items() if k not in text}
         return prefix
