@@ -251,3 +251,13 @@ def test_sliding_window_models_neither_reuse_prompts_nor_compile(random_policy, 
     policy = Policy(random_policy.model, random_policy.processor)
     with policy.rollout():
         assert not policy.prefixes.active
+
+
+def test_across_ranks_prompts_are_reused_only_with_cached_pictures(random_policy):
+    """Under FSDP pictures are encoded by each prefill, and a rank whose rows all reused their pictures would skip
+    the vision tower's weight gathers that another rank runs: no reuse there. Cached features or one process keep it."""
+    model, processor = random_policy.model, random_policy.processor
+    for synced, cache, expected in [(True, False, False), (True, True, True), (False, False, True)]:
+        policy = Policy(model, processor, synced_gpus=synced, cache_vision=cache)
+        with policy.rollout():
+            assert policy.prefixes.active == expected, (synced, cache)

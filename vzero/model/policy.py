@@ -51,7 +51,8 @@ class Policy:
             :class:`~vzero.model.decode.DecodeStep`). Not for sharded weights, which FSDP gathers inside each step.
         reuse_prompts_gb: within :meth:`rollout`, keep up to this many GB of prompt keys and values, so that a later
             prompt repeating an earlier one's start (its picture, the rules, the clues so far) computes only the rest
-            (:mod:`vzero.model.prefix`); 0 turns it off. Needs ``vzero``'s decoder.
+            (:mod:`vzero.model.prefix`); 0 turns it off. Needs ``vzero``'s decoder; off for models with sliding
+            window layers, and across ranks (``synced_gpus``) unless pictures' features are cached.
     """
 
     def __init__(
@@ -83,8 +84,11 @@ class Policy:
         self.step = DecodeStep(compile=compile_decode)
         if reuse_prompts_gb < 0:
             raise ValueError(f"model.reuse_prompts_gb must be >= 0, got {reuse_prompts_gb}")
-        # A sliding window's cache is not laid out by absolute column, so its states cannot be moved between batches.
-        self.prefixes = PrefixStore(0 if has_sliding_layers(model) else int(reuse_prompts_gb * 1e9))
+        # Off for a sliding window, whose cache is not laid out by absolute column, and for sharded weights that
+        # encode pictures in each prefill: a rank whose rows all reused their pictures would skip the vision tower's
+        # weight gathers that another rank runs.
+        reusable = not has_sliding_layers(model) and (self.cache_vision or not synced_gpus)
+        self.prefixes = PrefixStore(int(reuse_prompts_gb * 1e9) if reusable else 0)
         self._on_reference = False
 
     @property
