@@ -257,7 +257,15 @@ def test_across_ranks_prompts_are_reused_only_with_cached_pictures(random_policy
     """Under FSDP pictures are encoded by each prefill, and a rank whose rows all reused their pictures would skip
     the vision tower's weight gathers that another rank runs: no reuse there. Cached features or one process keep it."""
     model, processor = random_policy.model, random_policy.processor
-    for synced, cache, expected in [(True, False, False), (True, True, True), (False, False, True)]:
-        policy = Policy(model, processor, synced_gpus=synced, cache_vision=cache)
-        with policy.rollout():
-            assert policy.prefixes.active == expected, (synced, cache)
+    vision = [(p, p.requires_grad) for n, p in model.named_parameters() if "visual" in n]
+    try:
+        for p, _ in vision:  # frozen, as LoRA on the language model leaves it, so that its features can be cached
+            p.requires_grad_(False)
+        for synced, cache, expected in [(True, False, False), (True, True, True), (False, False, True)]:
+            policy = Policy(model, processor, synced_gpus=synced, cache_vision=cache)
+            assert policy.cache_vision == cache
+            with policy.rollout():
+                assert policy.prefixes.active == expected, (synced, cache)
+    finally:
+        for p, grad in vision:
+            p.requires_grad_(grad)
