@@ -157,7 +157,7 @@ class PrefixStore:
                 self._drop(next(e for e in self._groups[key] if id(e) == oldest))
 
     def _group(self, picture, side: bool) -> list[_Entry]:
-        # Entries hold their picture, so while a group exists no other picture can have its id.
+        # Entries hold their picture, so while a group has entries no other picture can have its id.
         return self._groups.setdefault((id(picture), side), [])
 
     def _drop(self, entry: _Entry) -> None:
