@@ -206,7 +206,9 @@ def decode(
     step = step or DecodeStep()
     if not static_cache and (step.compiled or prefix is not None):
         raise ValueError("a compiled decode step and stored prompt states need static_cache=True")
-    if prefix is not None and any(prefix.lengths) and not has_sliding_layers(net):
+    if prefix is not None and has_sliding_layers(net):
+        prefix = None  # a sliding window's cache is not laid out by absolute column
+    if prefix is not None and any(prefix.lengths):
         span, mask, logits, cache = _prefill_after(
             net, model_kwargs, positions, prefix, step, budget, pad_id, adapter_names
         )
@@ -221,7 +223,7 @@ def decode(
         out = net(**model_kwargs, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1, **extra)
         logits = out.logits[:, -1]  # [B, V]
     width = mask.shape[1]  # the prompt's columns in the cache
-    if prefix is not None and prefix.keep and not has_sliding_layers(net):
+    if prefix is not None:
         prefix.kept = _prompt_states(cache, mask)
     full_mask = torch.cat([mask, mask.new_ones(rows, (span or width + budget) - width)], dim=1)  # [B, span]
     eos = torch.tensor(sorted(eos_ids), device=device)  # [E]

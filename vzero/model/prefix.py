@@ -35,13 +35,14 @@ class Prefix:
 
     lengths: list[int]
     states: list[torch.Tensor | None]
-    picture_rows: list[int] = field(default_factory=list)
-    """The rows whose picture tokens the prefill computes (those with nothing stored)."""
     picture_kwargs: dict = field(default_factory=dict)
     """The model's picture arguments for ``picture_rows`` only, in their order."""
-    keep: bool = True
-    """Gather every row's prompt states after the prefill, into ``kept``."""
     kept: torch.Tensor | None = None
+
+    @property
+    def picture_rows(self) -> list[int]:
+        """The rows whose picture tokens the prefill computes (those with nothing stored)."""
+        return [i for i, n in enumerate(self.lengths) if n == 0]
 
 
 @dataclass(eq=False)
@@ -132,7 +133,7 @@ class PrefixStore:
             states.append(best.states[:, :, :, :best_len])
         self.prompt_tokens += sum(len(p) for p in prompts)
         self.reused_tokens += sum(lengths)
-        return Prefix(lengths, states, [i for i, n in enumerate(lengths) if n == 0])
+        return Prefix(lengths, states)
 
     def keep(
         self, prompts: Sequence[list[int]], pictures: Sequence[object], sides: Sequence[bool], kept: torch.Tensor
