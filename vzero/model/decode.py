@@ -98,13 +98,13 @@ class DecodeStep:
         to :data:`BUCKET` and the cache lives in this step's buffers."""
         from transformers import StaticCache
 
-        config = net.config.get_text_config(decoder=True) if hasattr(net.config, "get_text_config") else net.config
+        config = _text_config(net)
         if not self.compiled:
             return StaticCache(config=config, max_cache_len=length)
+        if has_sliding_layers(net):
+            raise ValueError("model.compile_decode does not cover models with sliding-window attention layers")
         length = BUCKET * math.ceil(length / BUCKET)
         cache = StaticCache(config=config, max_cache_len=length)
-        if any(layer.is_sliding for layer in cache.layers):
-            raise ValueError("model.compile_decode does not cover models with sliding-window attention layers")
         heads = config.num_key_value_heads
         dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         dtype = net.get_input_embeddings().weight.dtype  # the compute dtype (never quantised)
@@ -217,8 +217,7 @@ def decode(
             cache = step.cache(net, rows, width + budget, device)
             span = cache.get_max_length()  # T + N, or more when rounded up: later slots are never seen
         else:
-            config = net.config.get_text_config(decoder=True) if hasattr(net.config, "get_text_config") else net.config
-            cache, span = DynamicCache(config=config), None
+            cache, span = DynamicCache(config=_text_config(net)), None
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
         out = net(**model_kwargs, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1, **extra)
         logits = out.logits[:, -1]  # [B, V]
@@ -297,8 +296,13 @@ def _prefill_after(
 
 def has_sliding_layers(net) -> bool:
     """Whether some attention layer keeps a sliding window (its cache is not laid out by absolute column)."""
-    config = net.config.get_text_config(decoder=True) if hasattr(net.config, "get_text_config") else net.config
-    return any(t != "full_attention" for t in getattr(config, "layer_types", None) or [])
+    return any(t != "full_attention" for t in getattr(_text_config(net), "layer_types", None) or [])
+
+
+def _text_config(net):
+    """The language model's config (a multimodal model nests it; a text model is its own)."""
+    config = net.config
+    return config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
 
 
 def _prompt_states(cache, mask: torch.Tensor) -> torch.Tensor:

@@ -292,7 +292,6 @@ class Policy:
         new = self._generate_call(inputs, sampling, key_tensor, flags, prefix).tolist()  # [B, N]
         if prefix is not None and prefix.kept is not None:
             self.prefixes.keep(prompts, pictures, flags, prefix.kept)
-            prefix.kept = None
         completions = []
         for row in new:
             end = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
