@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from vzero.data.pairs import clevr
+from vzero.data.pairs import clevr, clevr_render
 from vzero.game import prompts
 from vzero.model import decode, inputs, policy
 from vzero.tiny import build, pretrain, tokenizer
@@ -27,7 +27,7 @@ from vzero.tiny import build, pretrain, tokenizer
 log = logging.getLogger(__name__)
 
 NAMES = ("tiny", "tiny-random")
-RANDOM_RECIPE = (build, tokenizer, prompts, clevr)
+RANDOM_RECIPE = (build, tokenizer, prompts, clevr, clevr_render)
 PRETRAINED_RECIPE = (*RANDOM_RECIPE, pretrain, policy, inputs, decode)
 
 

@@ -18,9 +18,9 @@ from vzero.data.pairs.clevr import (
     SIZES,
     ClevrPairs,
     describe_object,
-    render_scene,
     sample_scene,
 )
+from vzero.data.pairs.clevr_render import render_scene
 
 SMALL = (160, 112)
 

@@ -11,26 +11,25 @@ from __future__ import annotations
 import copy
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from PIL import Image
-
-from vzero.data.pairs.base import ImagePair, OnError, PairSource, PairSourceError, to_rgb
+from vzero.data.pairs.base import ImagePair, OnError, PairSource, PairSourceError
+from vzero.data.pairs.files import (
+    BadInput,
+    check_pair,
+    decode,
+    inside,
+    probe,
+    read_sidecar,
+    require_regular,
+    size_text,
+)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 MANIFEST_NAME = "manifest.jsonl"
 _ROLES = ("original", "modified")
-
-
-class _Bad(Exception):
-    """A bad input file (or manifest line) and why; the caller raises or records it according to ``on_error``."""
-
-    def __init__(self, where: str | Path, reason: str) -> None:
-        super().__init__(f"{where}: {reason}")
-        self.where, self.reason = str(where), reason
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class _FileSource(PairSource):
                 continue
             try:
                 return self._load(self._entries[i])
-            except _Bad as bad:
+            except BadInput as bad:
                 if self.on_error == "raise":
                     raise PairSourceError(str(bad)) from bad
                 self._failed.add(i)
@@ -80,13 +79,13 @@ class _FileSource(PairSource):
         raise PairSourceError(f"{self.root}: none of the {n} pairs could be decoded; see .skipped")
 
     def _load(self, entry: _Entry) -> ImagePair:
-        original = _decode(entry.original)
+        original = decode(entry.original)
         modified = None
         if entry.modified is not None:
-            modified = _decode(entry.modified)
+            modified = decode(entry.modified)
             if modified.size != original.size:
-                sizes = f"{_wh(modified.size)} differs from {entry.original} ({_wh(original.size)})"
-                raise _Bad(entry.modified, f"decoded size {sizes}")
+                sizes = f"{size_text(modified.size)} differs from {entry.original} ({size_text(original.size)})"
+                raise BadInput(entry.modified, f"decoded size {sizes}")
         return ImagePair(original, modified, entry.domain, copy.deepcopy(entry.meta))
 
     def _reject(self, where: str | Path, reason: str) -> None:
@@ -110,8 +109,8 @@ class _FileSource(PairSource):
 
     def _reject_stray(self, path: Path, expected: str) -> None:
         try:
-            _require_regular(path)
-        except _Bad as bad:
+            require_regular(path)
+        except BadInput as bad:
             self._reject(bad.where, bad.reason)
         else:
             self._reject(path, f"not an image (png, jpg, jpeg, webp, bmp) or {expected}")
@@ -192,9 +191,9 @@ class FolderPairs(_FileSource):
                 continue
             original, modified = roles["original"][0], roles["modified"][0]
             try:
-                extra = _read_sidecar(sidecars[name]) if name in sidecars else {}
-                _check_pair(original, modified)
-            except _Bad as bad:
+                extra = read_sidecar(sidecars[name]) if name in sidecars else {}
+                check_pair(original, modified)
+            except BadInput as bad:
                 self._reject(bad.where, f"{bad.reason} (pair {name!r} left out)")
                 continue
             meta = {"name": name, **extra, "original_path": str(original), "modified_path": str(modified)}
@@ -203,9 +202,9 @@ class FolderPairs(_FileSource):
 
     def _scan_manifest(self, manifest: Path) -> None:
         try:
-            _require_regular(manifest)
+            require_regular(manifest)
             text = manifest.read_text(encoding="utf-8")
-        except _Bad as bad:
+        except BadInput as bad:
             raise PairSourceError(str(bad)) from bad
         except (OSError, UnicodeDecodeError) as e:
             raise PairSourceError(f"{manifest}: cannot read manifest ({e})") from e
@@ -216,7 +215,7 @@ class FolderPairs(_FileSource):
                 continue
             try:
                 self._entries.append(self._manifest_entry(base, f"{manifest}:{lineno}", line, lineno))
-            except _Bad as bad:
+            except BadInput as bad:
                 self._reject(bad.where, bad.reason)
         self._require_entries(manifest)
 
@@ -224,31 +223,31 @@ class FolderPairs(_FileSource):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise _Bad(where, f"not valid JSON ({e.msg})") from e
+            raise BadInput(where, f"not valid JSON ({e.msg})") from e
         if not isinstance(obj, dict):
-            raise _Bad(where, f"expected a JSON object, got {type(obj).__name__}")
+            raise BadInput(where, f"expected a JSON object, got {type(obj).__name__}")
         if not isinstance(obj.get("original"), str) or not obj["original"]:
-            raise _Bad(where, 'missing "original" path')
+            raise BadInput(where, 'missing "original" path')
         modified_rel = obj.get("modified")
         if modified_rel is not None and (not isinstance(modified_rel, str) or not modified_rel):
-            raise _Bad(where, '"modified" must be a path or null')
+            raise BadInput(where, '"modified" must be a path or null')
         domain = obj.get("domain", self.domain)
         if not isinstance(domain, str) or not domain:
-            raise _Bad(where, '"domain" must be a non-empty string')
+            raise BadInput(where, '"domain" must be a non-empty string')
         extra = obj.get("meta")
         extra = {} if extra is None else extra
         if not isinstance(extra, dict):
-            raise _Bad(where, '"meta" must be a JSON object')
+            raise BadInput(where, '"meta" must be a JSON object')
 
-        original = _inside(base, obj["original"], where)
-        modified = _inside(base, modified_rel, where) if modified_rel is not None else None
+        original = inside(base, obj["original"], where)
+        modified = inside(base, modified_rel, where) if modified_rel is not None else None
         try:
             if modified is None:
-                _probe(original)
+                probe(original)
             else:
-                _check_pair(original, modified)
-        except _Bad as bad:
-            raise _Bad(bad.where, f"{bad.reason} (from {where})") from bad
+                check_pair(original, modified)
+        except BadInput as bad:
+            raise BadInput(bad.where, f"{bad.reason} (from {where})") from bad
         name = original.stem.removesuffix("_original") or original.stem
         meta = {
             "name": name,
@@ -301,108 +300,11 @@ class FolderImages(_FileSource):
 
         for path in images:
             try:
-                extra = _read_sidecar(sidecars[path.stem]) if path.stem in sidecars else {}
-                _probe(path)
-            except _Bad as bad:
+                extra = read_sidecar(sidecars[path.stem]) if path.stem in sidecars else {}
+                probe(path)
+            except BadInput as bad:
                 self._reject(bad.where, bad.reason)
                 continue
             meta = {"name": path.name, **extra, "original_path": str(path), "modified_path": None}
             self._entries.append(_Entry(path, None, self.domain, meta))
         self._require_entries(self.root)
-
-
-def _wh(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
-
-
-def _require_regular(path: Path) -> os.stat_result:
-    """Stat (following links) and refuse anything but a regular file: opening a FIFO or device could block forever."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as e:
-        raise _Bad(path, "broken symbolic link" if os.path.lexists(path) else "no such file") from e
-    except OSError as e:
-        raise _Bad(path, f"cannot stat ({e.strerror or e})") from e
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, socket or device)"
-        raise _Bad(path, f"{kind}; only regular files are read")
-    return st
-
-
-def _check_pixels(image: Image.Image, path: Path) -> None:
-    # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat the whole range as a bomb, read at call time
-    # so a caller's own limit applies.
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and image.width * image.height > limit:
-        raise _Bad(path, f"{_wh(image.size)} exceeds Pillow's decompression-bomb limit of {limit} pixels")
-
-
-def _probe(path: Path) -> tuple[int, int]:
-    """Cheap construction-time check of one image file; returns its size or raises :class:`_Bad`."""
-    if _require_regular(path).st_size == 0:
-        raise _Bad(path, "empty (zero-byte) file")
-    try:
-        with Image.open(path) as image:
-            size = image.size
-            _check_pixels(image, path)
-            image.verify()
-    except _Bad:
-        raise
-    except Image.DecompressionBombError as e:
-        raise _Bad(path, f"decompression bomb ({e})") from e
-    # Pillow's plugins raise many exception types on malformed data (OSError, SyntaxError, struct.error, ...).
-    except Exception as e:
-        raise _Bad(path, f"unreadable or corrupt image ({type(e).__name__}: {e})") from e
-    return size
-
-
-def _decode(path: Path) -> Image.Image:
-    """Fully decode one image file to 8-bit RGB, closing the file; raises :class:`_Bad` naming it on any failure.
-
-    The only place a file's pixels are read. The conversion is :func:`~vzero.data.pairs.base.to_rgb`'s: a 16-bit
-    picture is scaled from 0-65535 to 0-255 (not clipped to white), and a transparent one (RGBA, LA, a palette or
-    colour key with transparency) is composited on white, so pixels hidden under alpha 0 never show.
-    """
-    _require_regular(path)  # the file may have been replaced since construction
-    try:
-        with Image.open(path) as image:
-            _check_pixels(image, path)
-            image.load()
-            rgb = to_rgb(image)
-            return image.copy() if rgb is image else rgb  # a plain in-memory picture, detached from the file
-    except _Bad:
-        raise
-    except Image.DecompressionBombError as e:
-        raise _Bad(path, f"decompression bomb ({e})") from e
-    except Exception as e:  # see _probe
-        raise _Bad(path, f"cannot decode image ({type(e).__name__}: {e})") from e
-
-
-def _check_pair(original: Path, modified: Path) -> None:
-    size_original, size_modified = _probe(original), _probe(modified)
-    if size_original != size_modified:
-        raise _Bad(modified, f"size {_wh(size_modified)} differs from {original} ({_wh(size_original)})")
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    _require_regular(path)
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _Bad(path, f"invalid JSON sidecar ({e})") from e
-    if not isinstance(value, dict):
-        raise _Bad(path, f"sidecar must hold a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _inside(base: Path, relative: str, where: str) -> Path:
-    """Resolve a manifest path, refusing absolute paths and anything (``..``, symlinks) that lands outside ``base``."""
-    if Path(relative).is_absolute():
-        raise _Bad(where, f"path {relative!r} is absolute; manifest paths must be relative to {base}")
-    try:
-        resolved = (base / relative).resolve()
-    except (OSError, RuntimeError) as e:  # RuntimeError: symlink loop on Python < 3.13
-        raise _Bad(where, f"cannot resolve path {relative!r} ({e})") from e
-    if not resolved.is_relative_to(base):
-        raise _Bad(where, f"path {relative!r} resolves outside the manifest's folder {base}")
-    return resolved
