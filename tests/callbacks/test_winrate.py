@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vzero.callbacks import win_counts, win_rates
-from vzero.game import Game, GameConfig, RandomPolicy, play_games
+from vzero.game import Game, GameConfig, RandomPlayer, play_games
 
 
 def play(spies_known: bool, trained_role: str, n: int = 6):
@@ -12,9 +12,9 @@ def play(spies_known: bool, trained_role: str, n: int = 6):
     config = GameConfig(n_civilians=3)
     games = [Game(config, "clevr", seed=i, index=i) for i in range(n)]
     spy_of = {g.index: g.spy for g in games}
-    clue = RandomPolicy(0)
+    clue = RandomPlayer(0)
 
-    def policy(turns):
+    def respond(turns):
         out = []
         for t in turns:
             trained = (t.role == "spy") == (trained_role == "spy")
@@ -26,7 +26,7 @@ def play(spies_known: bool, trained_role: str, n: int = 6):
                 out.append("\\boxed{N/A}")
         return out
 
-    play_games(games, policy)
+    play_games(games, respond)
     return [g.transcript() for g in games]
 
 

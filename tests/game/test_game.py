@@ -7,8 +7,8 @@ import pytest
 from vzero.game import (
     Game,
     GameConfig,
-    OraclePolicy,
-    RandomPolicy,
+    OraclePlayer,
+    RandomPlayer,
     clue_rewards,
     decision_rewards,
     play_game,
@@ -18,12 +18,12 @@ from vzero.game import (
 
 
 def scripted_votes(votes_by_player):
-    """A policy that gives a fixed clue and, in the decision stage, votes as told per player."""
+    """A responder that gives a fixed clue and, in the decision stage, votes as told per player."""
 
-    def policy(turns):
+    def respond(turns):
         return ["\\boxed{a clue}" if t.stage == "clue" else f"\\boxed{{{votes_by_player[t.player]}}}" for t in turns]
 
-    return policy
+    return respond
 
 
 def test_game_module_does_not_import_torch_or_lightning():
@@ -50,7 +50,7 @@ def test_speaking_order_is_one_to_n_each_round():
 def test_views_give_each_player_its_own_picture():
     game = Game(GameConfig(), seed=3)
     assert game.views == ["modified" if p == game.spy else "original" for p in range(5)]
-    play_games([game], RandomPolicy(0))
+    play_games([game], RandomPlayer(0))
     t = game.transcript()
     for turn in t.turns:
         expected = "original" if turn.stage == "decision" else t.views[turn.player]
@@ -103,9 +103,9 @@ def test_g_votes_per_voter_scale_clue_rewards_per_round():
 
 
 def test_gibberish_never_crashes_and_is_counted_invalid():
-    policy = RandomPolicy(seed=0, gibberish=1.0)
+    respond = RandomPlayer(seed=0, gibberish=1.0)
     for seed in range(20):
-        t = play_game(SimpleNamespace(domain="real", meta={}, modified=None), policy, GameConfig(), seed=seed)
+        t = play_game(SimpleNamespace(domain="real", meta={}, modified=None), respond, GameConfig(), seed=seed)
         assert all(c is None for r in t.clues for c in r)
         assert t.votes == ["invalid"] * 4
         assert t.decision_rewards == [-1.0] * 4
@@ -114,11 +114,11 @@ def test_gibberish_never_crashes_and_is_counted_invalid():
 def test_batched_play_equals_one_game_at_a_time():
     pair = SimpleNamespace(domain="clevr", meta={}, modified=True)
     cfg = GameConfig(n_civilians=3)
-    one = [play_game(pair, RandomPolicy(seed=s), cfg, seed=s) for s in range(6)]
-    # A policy that keys its randomness by game, so batching cannot change what each game hears.
-    policies = {s: RandomPolicy(seed=s) for s in range(6)}
+    one = [play_game(pair, RandomPlayer(seed=s), cfg, seed=s) for s in range(6)]
+    # A responder that keys its randomness by game, so batching cannot change what each game hears.
+    players = {s: RandomPlayer(seed=s) for s in range(6)}
     games = [Game(cfg, "clevr", seed=s, index=s) for s in range(6)]
-    play_games(games, lambda turns: [policies[t.game].answer(t) for t in turns])
+    play_games(games, lambda turns: [players[t.game].answer(t) for t in turns])
     for a, g in zip(one, games):
         b = g.transcript()
         assert (a.outputs, a.votes, a.tally, a.clue_rewards) == (b.outputs, b.votes, b.tally, b.clue_rewards)
@@ -128,11 +128,11 @@ def test_pending_turns_line_up_across_a_batch():
     games = [Game(GameConfig(), seed=s, index=s) for s in range(8)]
     calls = []
 
-    def policy(turns):
+    def respond(turns):
         calls.append({(t.stage, t.round, t.player) for t in turns if t.stage == "clue"})
-        return RandomPolicy(0)(turns)
+        return RandomPlayer(0)(turns)
 
-    play_games(games, policy)
+    play_games(games, respond)
     assert len(calls) == 2 * 5 + 1  # one call per (round, speaker), then one for all votes
     assert all(len(c) == 1 for c in calls[:-1])
 
@@ -170,13 +170,13 @@ def test_oracle_civilians_beat_a_random_spy_on_clevr_pairs():
     from vzero.data.pairs import ClevrPairs
 
     pairs = ClevrPairs(n=200, seed=0, size=(96, 64))
-    oracle, spy = OraclePolicy(), RandomPolicy(seed=0)
+    oracle, spy = OraclePlayer(), RandomPlayer(seed=0)
 
-    def policy(turns):
+    def respond(turns):
         return [spy.answer(t) if t.role == "spy" else oracle.answer(t) for t in turns]
 
     games = [Game(GameConfig(), p.domain, seed=i, meta=p.meta, index=i) for i, p in enumerate(pairs)]
-    play_games(games, policy)
+    play_games(games, respond)
     wins = sum(g.transcript().civilians_win for g in games)
     assert wins >= 180, f"oracle civilians won only {wins} of 200 games"
 
@@ -186,7 +186,7 @@ def test_oracle_on_chart_pairs_catches_the_spy_at_least_sometimes():
 
     pairs = ChartPairs(n=20, seed=0, size=(160, 120))
     games = [Game(GameConfig(), p.domain, seed=i, meta=p.meta, index=i) for i, p in enumerate(pairs)]
-    play_games(games, OraclePolicy())
+    play_games(games, OraclePlayer())
     # A truthful spy only gives itself away when it names a swapped value, so this is far from always.
     wins = sum(g.transcript().civilians_win for g in games)
     assert 0 < wins < 20

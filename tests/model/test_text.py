@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from vzero.data.pairs import ClevrPairs
-from vzero.game import Game, GameConfig, OraclePolicy, RandomPolicy, parse_clue, parse_vote, play_games
+from vzero.game import Game, GameConfig, OraclePlayer, RandomPlayer, parse_clue, parse_vote, play_games
 from vzero.model.sampling import SamplingConfig
 from vzero.model.text import SafeText, control_tokens
 
@@ -85,7 +85,7 @@ def test_the_identity_on_ordinary_text(random_policy):
         return answer
 
     pairs = ClevrPairs(n=6, seed=2, size=(32, 32))
-    for policy in (OraclePolicy(), RandomPolicy(0), RandomPolicy(1, gibberish=1.0)):
+    for policy in (OraclePlayer(), RandomPlayer(0), RandomPlayer(1, gibberish=1.0)):
         games = [Game(GameConfig(), p.domain, seed=i, meta=p.meta, index=i) for i, p in enumerate(pairs)]
         play_games(games, record(policy))
     outputs += ["", "<", "|>", "<|", "<| im_end |>", "<answer>2</answer>", "\\boxed{<3}", "a\u200bb", "é漢字 🙂"]

@@ -5,14 +5,14 @@ from vzero.game.game import OBSERVER, Game, Responder, Stage, Transcript, Turn, 
 from vzero.game.parse import parse_clue, parse_vote
 from vzero.game.prompts import clue_prompt, decision_prompt
 from vzero.game.rewards import clue_rewards, decision_reward, decision_rewards, tally
-from vzero.game.scripted import OraclePolicy, RandomPolicy
+from vzero.game.scripted import OraclePlayer, RandomPlayer
 
 __all__ = [
     "OBSERVER",
     "Game",
     "GameConfig",
-    "OraclePolicy",
-    "RandomPolicy",
+    "OraclePlayer",
+    "RandomPlayer",
     "Responder",
     "Stage",
     "Transcript",

@@ -1,4 +1,4 @@
-"""One game of "Who is the Spy?" as a small state machine, and drivers that play many games with any policy.
+"""One game of "Who is the Spy?" as a small state machine, and drivers that play many games with any responder.
 
 A :class:`Game` says which turns it wants next (:meth:`Game.pending`) and takes their raw outputs
 (:meth:`Game.submit`). In the clue stage that is one speaker at a time, in order 1..n, round by round; in the decision
@@ -58,7 +58,7 @@ class Turn:
     """The picture the speaker sees."""
     messages: Messages
     meta: Mapping[str, Any] = field(repr=False, compare=False)
-    """The pair's ground truth. Only scripted policies may read it; it never reaches a prompt."""
+    """The pair's ground truth. Only scripted players may read it; it never reaches a prompt."""
 
 
 Responder = Callable[[Sequence[Turn]], Sequence[str]]
@@ -213,12 +213,12 @@ class Game:
         )
 
 
-def play_games(games: Sequence[Game], policy: Responder) -> None:
-    """Play games to the end together: each call of ``policy`` answers every game's pending turns at once."""
+def play_games(games: Sequence[Game], respond: Responder) -> None:
+    """Play games to the end together: each call of ``respond`` answers every game's pending turns at once."""
     while pending := [t for g in games for t in g.pending()]:
-        outputs = list(policy(pending))
+        outputs = list(respond(pending))
         if len(outputs) != len(pending):
-            raise ValueError(f"policy answered {len(outputs)} of {len(pending)} turns")
+            raise ValueError(f"the responder answered {len(outputs)} of {len(pending)} turns")
         i = 0
         for g in games:
             k = len(g.pending())
@@ -227,8 +227,8 @@ def play_games(games: Sequence[Game], policy: Responder) -> None:
                 i += k
 
 
-def play_game(pair: Any, policy: Responder, config: GameConfig | None = None, seed: int = 0) -> Transcript:
+def play_game(pair: Any, respond: Responder, config: GameConfig | None = None, seed: int = 0) -> Transcript:
     """Play one game on ``pair`` (anything with ``domain``, ``meta`` and ``modified``) and score it."""
     game = Game(config or GameConfig(), pair.domain, seed, pair.meta, pair.modified is not None)
-    play_games([game], policy)
+    play_games([game], respond)
     return game.transcript()

@@ -1,6 +1,6 @@
 """Scripted players, so that the whole game can be tested, and baselines measured, without a model.
 
-``RandomPolicy`` says random CLEVR-style sentences and votes uniformly. ``OraclePolicy`` reads the pair's ground truth
+``RandomPlayer`` says random CLEVR-style sentences and votes uniformly. ``OraclePlayer`` reads the pair's ground truth
 (``Turn.meta``) to give truthful clues about the picture it sees and to vote for the player whose clues contradict its
 own picture. Both answer in the same text format a model must use, so every answer goes through the real parsers.
 """
@@ -22,11 +22,11 @@ _ALIASES = {"ball": "sphere", "block": "cube", "metallic": "metal", "shiny": "me
 _WORD = re.compile(r"[a-z]+")
 
 
-class RandomPolicy:
+class RandomPlayer:
     """Random clues from the CLEVR vocabulary and uniformly random votes (N/A included).
 
     Args:
-        seed: seeds the policy's own generator.
+        seed: seeds the player's own generator.
         gibberish: probability of answering with unparseable text instead, as an untrained model does.
     """
 
@@ -49,7 +49,7 @@ class RandomPolicy:
         return "I am not sure. \\boxed{N/A}" if choice == 0 else f"I suspect them. \\boxed{{{choice}}}"
 
 
-class OraclePolicy:
+class OraclePlayer:
     """Truthful clues and contradiction-based votes from the pair's ground truth.
 
     Understands CLEVR-style scenes (``meta["scene"]``) and chart tables (``meta["table"]``). On any other domain, or a

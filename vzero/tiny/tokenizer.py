@@ -43,7 +43,7 @@ def game_corpus(n_games: int = 240, seed: int = 0) -> tuple[list[str], list[str]
     ``templates`` holds prompts whose clues are all unparseable, i.e. the fixed instruction text alone.
     """
     from vzero.data.pairs.clevr import COLORS, MATERIALS, SHAPES, SIZES, ClevrPairs
-    from vzero.game import Game, GameConfig, OraclePolicy, RandomPolicy, play_games
+    from vzero.game import Game, GameConfig, OraclePlayer, RandomPlayer, play_games
 
     rng = random.Random(seed)
     pairs = ClevrPairs(n=n_games, seed=seed, size=(32, 32))
@@ -56,25 +56,25 @@ def game_corpus(n_games: int = 240, seed: int = 0) -> tuple[list[str], list[str]
     everything: list[str] = []
     templates: list[str] = []
 
-    def collect(policy, sink):
+    def collect(respond, sink):
         def play(turns):
-            outs = policy(turns)
+            outs = respond(turns)
             sink.extend(c["text"] for t in turns for c in t.messages[0]["content"] if c["type"] == "text")
             everything.extend(outs)
             return outs
 
         return play
 
-    oracle, noise = OraclePolicy(), RandomPolicy(seed)
-    for sink, policy in (
+    oracle, noise = OraclePlayer(), RandomPlayer(seed)
+    for sink, respond in (
         (everything, lambda ts: [rng.choice([oracle, noise]).answer(t) for t in ts]),
-        (templates, RandomPolicy(seed, gibberish=1.0)),
+        (templates, RandomPlayer(seed, gibberish=1.0)),
     ):
         games = [
             Game(configs[i % len(configs)], rng.choice(["clevr", "chart", "real"]), seed=i, meta=p.meta, index=i)
             for i, p in enumerate(pairs)
         ]
-        play_games(games, collect(policy, sink))
+        play_games(games, collect(respond, sink))
     words = [
         *SHAPES,
         *SIZES,
