@@ -44,21 +44,21 @@ import torch
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig, play_games
 from vzero.game.game import Game
-from vzero.model import LoraSettings, load_vlm
-from vzero.model.decode import decode
+from vzero.model import LoraConfig, load_vlm
+from vzero.model.decode import VzeroDecoder
 from vzero.model.load import _DTYPES, _attach_lora
-from vzero.model.policy import Policy
-from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model.policy import DecodingConfig, Policy
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rollout import RolloutEngine
 from vzero.tiny import resolve
 
 VARIANTS = {
     "vzero": {"decoder": "vzero"},
     "vzero-plain": {"decoder": "vzero", "reuse_prompts_gb": 0.0},
-    "vzero-compiled": {"decoder": "vzero", "compile_decode": True},
+    "vzero-compiled": {"decoder": "vzero", "compile": True},
     "generate": {"decoder": "generate"},
 }
-"""The engine's decoders: Policy settings by name."""
+"""The engine's decoders: decoding settings by name."""
 RATIOS = (("vzero", "generate"), ("vzero", "vzero-plain"), ("vzero-compiled", "vzero"))
 """Engine tokens/s ratios printed when both sides ran."""
 
@@ -82,9 +82,9 @@ class RecordingPolicy(Policy):
         super().__init__(*args, **kwargs)
         self.calls: list[tuple] = []
 
-    def _generate_call(self, inputs, sampling, *args):
+    def _decode_batch(self, inputs, sampling, *args):
         self.calls.append((inputs, sampling))
-        return super()._generate_call(inputs, sampling, *args)
+        return super()._decode_batch(inputs, sampling, *args)
 
 
 def seven_b(device: str, dtype: torch.dtype, layers: int | None = None, lora: bool = True):
@@ -114,7 +114,7 @@ def seven_b(device: str, dtype: torch.dtype, layers: int | None = None, lora: bo
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
     model.generation_config = GenerationConfig.from_pretrained(path)  # the tiny model's EOS and pad ids
     processor = AutoProcessor.from_pretrained(path)
-    return (_attach_lora(model.eval(), LoraSettings(r=64, alpha=128)) if lora else model), processor
+    return (_attach_lora(model.eval(), LoraConfig(r=64, alpha=128)) if lora else model), processor
 
 
 def copy_rate(device: str, nbytes: int = 1 << 30, repeats: int = 5) -> float:
@@ -139,8 +139,8 @@ def sync(device: str) -> None:
 @torch.no_grad()
 def decode_step_ms(policy: Policy, inputs, decoder: str, tokens: int) -> float:
     """Milliseconds per decode step of ``decoder`` on ``inputs``: (time for ``tokens`` - time for 8) / (tokens - 8)."""
-    kwargs = inputs.to(policy.device).model_kwargs()
-    eos = sorted(policy.eos_ids)
+    inputs = inputs.to(policy.device)
+    loop = policy.decode if isinstance(policy.decode, VzeroDecoder) else VzeroDecoder(policy.ids)
 
     def timed(n: int) -> float:
         sampling = SamplingConfig(max_new_tokens=n, min_new_tokens=n)
@@ -148,18 +148,9 @@ def decode_step_ms(policy: Policy, inputs, decoder: str, tokens: int) -> float:
         sync(policy.device)
         start = time.perf_counter()
         if decoder.startswith("vzero"):
-            decode(
-                policy.model,
-                kwargs,
-                sampling,
-                eos,
-                policy.pad_id,
-                keys=keys,
-                suppress_ids=policy.suppress_ids,
-                step=policy.step,
-            )
+            loop(policy.model, inputs, sampling, keys)
         else:
-            policy.model.generate(**kwargs, **hf_sampling(sampling), pad_token_id=policy.pad_id)
+            policy.model.generate(**inputs.model_kwargs(), **hf_sampling(sampling), pad_token_id=policy.ids.pad)
         sync(policy.device)
         return time.perf_counter() - start
 
@@ -174,13 +165,12 @@ def rows_of(call) -> int:
 def engine_run(policy: RecordingPolicy, pairs, config, sampling) -> tuple[float, int, float]:
     """Seconds, tokens generated, and the share of prompt tokens whose states came from earlier turns."""
     policy.calls.clear()
-    reused, prompts = policy.prefixes.reused_tokens, policy.prefixes.prompt_tokens
     start = time.perf_counter()
-    transcripts = RolloutEngine(policy).play(pairs, config, sampling)
+    rollout = RolloutEngine(policy).play(pairs, config, sampling)
     seconds = time.perf_counter() - start
-    tokens = sum(len(s.completion_ids) for t in transcripts for s in t.samples)
-    looked = policy.prefixes.prompt_tokens - prompts
-    return seconds, tokens, (policy.prefixes.reused_tokens - reused) / looked if looked else 0.0
+    samples = [s for t in rollout.transcripts for s in t.samples]
+    tokens = sum(len(s.completion_ids) for s in samples)
+    return seconds, tokens, rollout.reused_prompt_tokens / sum(len(s.prompt_ids) for s in samples)
 
 
 @torch.no_grad()
@@ -189,7 +179,7 @@ def ceiling_run(policy: RecordingPolicy) -> tuple[float, int]:
     for inputs, sampling in policy.calls:
         kwargs = inputs.model_kwargs()
         start = time.perf_counter()
-        out = policy.model.generate(**kwargs, **hf_sampling(sampling), pad_token_id=policy.pad_id)
+        out = policy.model.generate(**kwargs, **hf_sampling(sampling), pad_token_id=policy.ids.pad)
         seconds += time.perf_counter() - start
         tokens += (out.shape[1] - inputs.input_ids.shape[1]) * out.shape[0]
     return seconds, tokens
@@ -249,7 +239,10 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model, processor = load_vlm(resolve(args.model), dtype=args.dtype)
         model.to(args.device).eval()
-    policies = {d: RecordingPolicy(model, processor, max_batch_size=256, **VARIANTS[d]) for d in args.decoders}
+    policies = {
+        d: RecordingPolicy(model, processor, decoding=DecodingConfig(max_batch_size=256, **VARIANTS[d]))
+        for d in args.decoders
+    }
     policy = policies[args.decoders[0]]
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     rate = copy_rate(args.device)
@@ -259,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"floor {floor_ms:.2f} ms/step"
     )
     config = GameConfig()
-    sampling = Sampling(
+    sampling = SamplingByStage(
         clue=SamplingConfig(max_new_tokens=args.clue_tokens, min_new_tokens=args.clue_tokens),
         decision=SamplingConfig(max_new_tokens=args.decision_tokens, min_new_tokens=args.decision_tokens),
     )

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--micro-batch", type=int, default=16)
     ap.add_argument("--decoder", choices=["auto", "vzero", "generate"], default="auto")
-    ap.add_argument("--compile-decode", action="store_true", help="model.compile_decode")
-    ap.add_argument("--reuse-prompts-gb", type=float, default=4.0, help="model.reuse_prompts_gb (0: off)")
+    ap.add_argument("--compile-decode", action="store_true", help="model.decoding.compile")
+    ap.add_argument("--reuse-prompts-gb", type=float, default=4.0, help="model.decoding.reuse_prompts_gb (0: off)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_step.json")
     args = ap.parse_args(argv)
@@ -61,14 +61,14 @@ def main(argv: list[str] | None = None) -> dict:
             processor.save_pretrained(folder)
             del net
         model = str(folder)
-        extra = ["--model.model.dtype", "bfloat16", "--trainer.precision", "bf16-true"]
+        extra = ["--model.vlm.dtype", "bfloat16", "--trainer.precision", "bf16-true"]
     accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     command = [
         "fit",
         "--config",
         str(ROOT / "configs/tiny.yaml"),
-        "--model.model.name_or_path",
+        "--model.vlm.name_or_path",
         model,
         "--data.games_per_step",
         str(args.games),
@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator,
         "--model.loss.micro_batch_size",
         str(args.micro_batch),
-        "--model.decoder",
+        "--model.decoding.decoder",
         args.decoder,
-        "--model.compile_decode",
+        "--model.decoding.compile",
         str(args.compile_decode).lower(),
-        "--model.reuse_prompts_gb",
+        "--model.decoding.reuse_prompts_gb",
         str(args.reuse_prompts_gb),
         "--eval.every_n_steps",
         "0",

@@ -29,8 +29,8 @@ import torch
 from vzero.data.pairs import ClevrPairs
 from vzero.data.pairs.clevr import COLORS
 from vzero.game import GameConfig, Stage, parse_vote
-from vzero.model import LoraSettings, Policy, load_vlm
-from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model import LoraConfig, Policy, load_vlm
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rollout import RolloutEngine
 from vzero.tiny import resolve
 
@@ -67,8 +67,8 @@ def held_out_accuracy(policy: Policy, turns: list) -> float:
     hits = 0
     for lo in range(0, len(turns), 64):
         chunk = turns[lo : lo + 64]
-        comps, _ = policy.generate([x["prompt"] for x in chunk], [x["picture"] for x in chunk], greedy)
-        hits += sum(parse_vote(policy.decode(c.ids), x["players"]) == x["spy"] for c, x in zip(comps, chunk))
+        comps = policy.generate([x["prompt"] for x in chunk], [x["picture"] for x in chunk], greedy)
+        hits += sum(parse_vote(policy.inputs.text(c.ids), x["players"]) == x["spy"] for c, x in zip(comps, chunk))
     return hits / len(turns)
 
 
@@ -87,15 +87,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
 
-    model, processor = load_vlm(resolve(args.model), lora=LoraSettings())
+    model, processor = load_vlm(resolve(args.model), lora=LoraConfig())
     policy = Policy(model, processor)
     game = GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank", votes_per_voter=1)
-    sampling = Sampling(SamplingConfig(temperature=0.5, max_new_tokens=32), SamplingConfig(max_new_tokens=24))
+    sampling = SamplingByStage(SamplingConfig(temperature=0.5, max_new_tokens=32), SamplingConfig(max_new_tokens=24))
     pairs = ClevrPairs(n=args.games, seed=args.seed + 7, size=(240, 160))
     transcripts, turns = [], []
     for lo in range(0, args.games, 64):
         chunk = [pairs[i] for i in range(lo, min(args.games, lo + 64))]
-        played = RolloutEngine(policy).play(chunk, game, sampling, seeds=range(lo, lo + len(chunk)), sample_seed=lo)
+        engine = RolloutEngine(policy)
+        played = engine.play(chunk, game, sampling, seeds=range(lo, lo + len(chunk)), sample_seed=lo).transcripts
         transcripts += played
         for t in played:
             for s in t.samples:
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     losses = []
     for step in range(1, args.steps + 1):
         batch = rng.sample(train, args.batch)
-        inputs = policy.pack([x["prompt"] for x in batch], [x["picture"] for x in batch], [x["target"] for x in batch])
+        inputs = policy.inputs.pack(
+            [x["prompt"] for x in batch], [x["picture"] for x in batch], [x["target"] for x in batch]
+        )
         logp = policy.logprobs(inputs)  # [B, C]
         vote = torch.zeros_like(logp)
         vote[:, -3] = 1.0  # the token naming the player: "...{k}" "}" EOS, counted from the end

@@ -16,9 +16,13 @@ from vzero.checkpoint import (
     TMP_SUFFIX,
     CheckpointError,
     VerifiedCheckpointIO,
+    check_finite,
+    check_trainable,
     rng_state,
     set_rng_state,
     state_digest,
+    trainable_state,
+    trained_weights,
 )
 
 
@@ -186,6 +190,28 @@ def test_vzero_validate_loads_through_the_verified_plugin(tiny_random_path, save
     monkeypatch.chdir(tmp_path)
     damage(saved, "bit-flipped tensor")
     config = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
-    args = ["--config", str(config), "--model.model.name_or_path", "tiny-random", "--trainer.logger", "false"]
+    args = ["--config", str(config), "--model.vlm.name_or_path", "tiny-random", "--trainer.logger", "false"]
     with pytest.raises(CheckpointError, match=f"checkpoint {saved} is corrupt"):
         main(["validate", *args, "--ckpt_path", str(saved)])
+
+
+def test_a_checkpoint_holds_the_trainable_weights_only_and_never_a_nan():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    net[0].requires_grad_(False)  # the frozen base
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    kept = trainable_state(net, state)
+    assert set(kept) == {"net.1.weight", "net.1.bias"}
+    check_trainable(net, kept)
+    with pytest.raises(KeyError, match="lacks 1 trainable weights"):
+        check_trainable(net, {"net.1.weight": kept["net.1.weight"]})
+    assert set(trained_weights({"state_dict": kept})) == {"1.weight", "1.bias"}
+    check_finite(kept, "refusing", torch.device("cpu"))
+    kept["net.1.bias"] = torch.tensor([0.0, float("inf")])
+    with pytest.raises(FloatingPointError, match=r"refusing: 1 trainable tensor\(s\) hold NaN or inf \(e.g. net.1.b"):
+        check_finite(kept, "refusing", torch.device("cpu"))
+
+    def other_rank_holds_one(count, reduce_op):
+        return count + 1
+
+    with pytest.raises(FloatingPointError, match="on another rank"):
+        check_finite({"net.1.weight": torch.zeros(2)}, "refusing", torch.device("cpu"), other_rank_holds_one)

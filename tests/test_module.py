@@ -6,15 +6,15 @@ from vzero.callbacks import IterativeSPO
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig, Stage
 from vzero.model import ModelConfig
-from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.module import VisionZeroModule
 from vzero.rollout import GameRolloutDataModule
 
-SAMPLING = Sampling(SamplingConfig(max_new_tokens=24), SamplingConfig(max_new_tokens=16))
+SAMPLING = SamplingByStage(SamplingConfig(max_new_tokens=24), SamplingConfig(max_new_tokens=16))
 
 
 def fit_one_step(path, mode, **module_kwargs):
-    module = VisionZeroModule(model=ModelConfig(name_or_path=path), mode=mode, **module_kwargs)
+    module = VisionZeroModule(vlm=ModelConfig(name_or_path=path), mode=mode, **module_kwargs)
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.net.named_parameters()}
     data = GameRolloutDataModule(ClevrPairs(n=16, seed=3, size=(240, 160)), sampling=SAMPLING, games_per_step=4)
@@ -43,17 +43,6 @@ def test_one_step_moves_the_adapter_and_nothing_else(tiny_path, mode):
     assert trainer.callback_metrics["loss/clip_frac"] == 0  # and the ratio is exactly 1
 
 
-def test_trained_stages_follow_the_mode_and_the_handed_in_stage():
-    module = VisionZeroModule(mode="iterative")
-    module.stage = Stage.CLUE
-    assert module.trained_stages == {Stage.CLUE}
-    module.stage = Stage.DECISION
-    assert module.trained_stages == {Stage.DECISION}
-    assert VisionZeroModule(mode="decision").trained_stages == {Stage.DECISION}
-    assert VisionZeroModule(mode="clue").trained_stages == {Stage.CLUE}
-    assert VisionZeroModule(mode="both").trained_stages == {Stage.CLUE, Stage.DECISION}
-
-
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="model.mode"):
         VisionZeroModule(mode="alternate")
@@ -62,12 +51,12 @@ def test_unknown_mode_is_refused():
 def test_each_sample_is_scored_at_the_temperature_it_was_sampled_at(random_policy):
     from vzero.rl.advantages import RoleBaselines
     from vzero.rollout import RolloutEngine, build_batch
+    from vzero.rollout.batch import score_samples
 
-    sampling = Sampling(SamplingConfig(temperature=0.7, max_new_tokens=6), SamplingConfig(max_new_tokens=4))
+    sampling = SamplingByStage(SamplingConfig(temperature=0.7, max_new_tokens=6), SamplingConfig(max_new_tokens=4))
     pairs = ClevrPairs(n=2, seed=3, size=(96, 64))
-    batch = build_batch(
-        RolloutEngine(random_policy).play([pairs[0], pairs[1]], GameConfig(), sampling), RoleBaselines()
-    )
+    rollout = RolloutEngine(random_policy).play([pairs[0], pairs[1]], GameConfig(), sampling)
+    batch = build_batch(rollout, score_samples(rollout.transcripts, RoleBaselines()))
     module = VisionZeroModule(mode="both")
     module.__dict__["policy"] = random_policy
     micro = module._micro_batches(batch)
@@ -80,7 +69,7 @@ def test_each_sample_is_scored_at_the_temperature_it_was_sampled_at(random_polic
 
 # ---- non-finite steps and checkpoints ----------------------------------------------------------------------------
 
-SHORT = Sampling(SamplingConfig(max_new_tokens=6), SamplingConfig(max_new_tokens=4))
+SHORT = SamplingByStage(SamplingConfig(max_new_tokens=6), SamplingConfig(max_new_tokens=4))
 
 
 def fit_with_faults(path, tmp_path, monkeypatch, bad_loss=(), bad_norm=(), max_steps=3, **loss_kwargs):
@@ -108,7 +97,7 @@ def fit_with_faults(path, tmp_path, monkeypatch, bad_loss=(), bad_norm=(), max_s
         return torch.tensor(float("inf")) if step in bad_norm else real_norm(*args, **kwargs)
 
     config = ModelConfig(name_or_path=path)
-    module = VisionZeroModule(model=config, mode="both", loss=LossConfig(**loss_kwargs), schedule=None)
+    module = VisionZeroModule(vlm=config, mode="both", loss=LossConfig(**loss_kwargs), schedule=None)
     real_start = module.on_train_batch_start
     monkeypatch.setattr(module, "on_train_batch_start", count_steps)
     monkeypatch.setattr(vzero.module, "policy_loss", loss)
@@ -141,7 +130,7 @@ def test_a_nonfinite_loss_or_gradient_skips_the_update_and_counts_it(tiny_random
     assert_finite(files)
     assert trainer.global_step == 3  # three updates taken, over five rollouts
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 3  # the schedule follows the updates taken
-    assert module.skipped_nonfinite == 2 and module.nonfinite_streak == 0
+    assert module.guard.skipped == 2 and module.guard.streak == 0
     assert trainer.callback_metrics["train/skipped_nonfinite"] == 2
     assert "the loss was not finite at step 1: update skipped" in caplog.text
     assert "the gradient norm was not finite at step 1: update skipped (2 in a row" in caplog.text
@@ -156,33 +145,11 @@ def test_nonfinite_updates_in_a_row_stop_the_run_naming_the_step(tiny_random_pat
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 1
 
 
-class _Strategy:
-    """Stands in for a strategy over two ranks, the other of which adds ``other`` to every all-reduced sum."""
-
-    def __init__(self, other):
-        self.other = other
-
-    def reduce(self, tensor, reduce_op):
-        assert reduce_op == "sum"
-        return tensor + self.other
-
-
-def test_every_rank_skips_when_one_rank_has_a_nonfinite_loss():
-    from types import SimpleNamespace
-
-    module = VisionZeroModule()
-    module._trainer = SimpleNamespace(strategy=_Strategy(torch.tensor([1.0, 1.0])), global_step=7, is_global_zero=True)
-    assert module._skip_nonfinite(torch.tensor(0.5), torch.tensor(1.0), epoch=0)  # finite here, NaN on the other
-    module._trainer.strategy = _Strategy(torch.tensor([0.0, 0.0]))
-    assert not module._skip_nonfinite(torch.tensor(0.5), torch.tensor(1.0), epoch=0)
-    assert (module.skipped_nonfinite, module.nonfinite_streak) == (1, 0)
-
-
 @pytest.fixture
 def random_module(tiny_random_path):
-    from vzero.model import LoraSettings
+    from vzero.model import LoraConfig
 
-    module = VisionZeroModule(model=ModelConfig(name_or_path=tiny_random_path, lora=LoraSettings(dropout=0.1)))
+    module = VisionZeroModule(vlm=ModelConfig(name_or_path=tiny_random_path, lora=LoraConfig(dropout=0.1)))
     module.configure_model()
     return module
 
@@ -203,14 +170,14 @@ def test_the_skip_count_and_the_random_state_resume(random_module):
 
     import numpy as np
 
-    random_module.skipped_nonfinite, random_module.nonfinite_streak = 4, 1
+    random_module.guard.skipped, random_module.guard.streak = 4, 1
     checkpoint = {"state_dict": random_module.state_dict()}
     random_module.on_save_checkpoint(checkpoint)
     draws = (torch.rand(2), np.random.rand(2), random.random())
-    resumed = VisionZeroModule(model=random_module.model_config)
+    resumed = VisionZeroModule(vlm=random_module.vlm_config)
     resumed.__dict__["net"] = random_module.net
     resumed.on_load_checkpoint(checkpoint)
-    assert (resumed.skipped_nonfinite, resumed.nonfinite_streak) == (4, 1)
+    assert (resumed.guard.skipped, resumed.guard.streak) == (4, 1)
     torch.rand(5)  # what happens between loading and the first step (the data loader draws its base seed) ...
     resumed.on_train_batch_start(None, 0)  # ... does not count: the state is restored just before the step
     again = (torch.rand(2), np.random.rand(2), random.random())

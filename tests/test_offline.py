@@ -70,7 +70,7 @@ def run_guarded(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -
 @pytest.mark.parametrize("hub_offline", [False, True], ids=["default", "HF_HUB_OFFLINE"])
 def test_a_fit_with_the_default_logger_opens_no_outbound_connection(tiny_random_path, tmp_path, hub_offline):
     args = ["fit", "--config", str(ROOT / "configs" / "tiny.yaml"), *FAST, "--trainer.max_steps", "2"]
-    args += ["--model.model.name_or_path", "tiny-random", "--trainer.enable_progress_bar", "false"]
+    args += ["--model.vlm.name_or_path", "tiny-random", "--trainer.enable_progress_bar", "false"]
     code, out, outbound = run_guarded(tmp_path, *args, env={"HF_HUB_OFFLINE": "1"} if hub_offline else None)
     assert code == 0, out[-3000:]
     assert "win rate vs reference at step 2" in out

@@ -15,6 +15,9 @@ resumed run needs to continue bit for bit.
 
 Sharded checkpoints (the folder ``ModelParallelStrategy`` writes with ``torch.distributed.checkpoint``) do not pass
 through a ``CheckpointIO`` and are not covered; nor are remote (``fsspec``) paths: this plugin writes local files.
+
+What a checkpoint holds of the model: its trainable weights only (:func:`trainable_state`; the frozen base is loaded
+again from its name), never a NaN or an infinity (:func:`check_finite`, on writing and on loading).
 """
 
 from __future__ import annotations
@@ -176,3 +179,55 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
         else:
             log.warning("the checkpoint's CUDA random state (%d devices) was not restored", len(state["cuda"]))
+
+
+# ---- what a checkpoint holds of the model -------------------------------------------------------------------------
+
+WEIGHTS_PREFIX = "net."
+"""Trainable weights sit under ``net.`` in a checkpoint's ``state_dict`` (the training module's attribute)."""
+
+
+def trainable_names(net: torch.nn.Module) -> set[str]:
+    """The ``state_dict`` keys of ``net``'s trainable tensors: the adapter, or every weight of a full fine-tune."""
+    return {f"{WEIGHTS_PREFIX}{n}" for n, p in net.named_parameters() if p.requires_grad}
+
+
+def trainable_state(net: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Only what training changes, never the frozen base: the entries of ``state_dict`` that ``net`` trains."""
+    trainable = trainable_names(net)
+    return {k: v for k, v in state_dict.items() if k in trainable}
+
+
+def check_trainable(net: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``KeyError`` unless ``state_dict`` holds every tensor ``net`` trains."""
+    missing = trainable_names(net) - set(state_dict)
+    if missing:
+        raise KeyError(
+            f"the checkpoint lacks {len(missing)} trainable weights (e.g. {sorted(missing)[0]}): "
+            "was it written with a different model.vlm.lora setting?"
+        )
+
+
+def trained_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A checkpoint's trainable tensors, named as in the model (``net.`` stripped)."""
+    state = checkpoint.get("state_dict") or {}
+    return {k[len(WEIGHTS_PREFIX) :]: v for k, v in state.items() if k.startswith(WEIGHTS_PREFIX)}
+
+
+def check_finite(
+    state_dict: Mapping[str, torch.Tensor], action: str, device: torch.device, reduce: Callable | None = None
+) -> None:
+    """Raise ``FloatingPointError`` (``action``: what is refused) if a tensor of ``state_dict`` holds a NaN or an
+    infinity on any rank: ``reduce`` sums the count over ranks, so every rank raises, or none."""
+    bad = sorted(k for k, v in state_dict.items() if not torch.isfinite(_local(v)).all())
+    count = torch.tensor(float(len(bad)), device=device)
+    if reduce is not None:
+        count = reduce(count, reduce_op="sum")
+    if count:
+        example = f" (e.g. {bad[0]})" if bad else " (on another rank)"
+        raise FloatingPointError(f"{action}: {int(count)} trainable tensor(s) hold NaN or inf{example}")
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (no collective); any other tensor as is."""
+    return t.to_local() if hasattr(t, "to_local") else t

@@ -11,7 +11,7 @@ CLUE, DECISION = Stage.CLUE, Stage.DECISION
 
 class FakeModule:
     def __init__(self, mode="iterative"):
-        self.mode, self.stage, self.device, self.logged = mode, DECISION, torch.device("cpu"), {}
+        self.mode, self.trained_stages, self.device, self.logged = mode, None, torch.device("cpu"), {}
 
     def log_dict(self, values, **kwargs):
         self.logged.update(values)
@@ -25,11 +25,12 @@ def fake_trainer(metrics=None):
 
 
 def run_steps(cb, trainer, module, outcomes):
-    """outcomes: (correct, na) fractions out of 10 votes per step; returns the stage before each step."""
+    """outcomes: (correct, na) fractions out of 10 votes per step; returns the stage each step trained."""
     stages = []
     for acc, na in outcomes:
         cb.on_train_batch_start(trainer, module, None, 0)
-        stages.append(module.stage)
+        (stage,) = module.trained_stages
+        stages.append(stage)
         cb.on_train_batch_end(trainer, module, {"votes": 10.0, "correct": 10.0 * acc, "na": 10.0 * na}, None, 0)
         trainer.global_step += 1
     return stages
@@ -45,8 +46,11 @@ def test_callback_switches_the_module_stage_by_the_paper_rule():
 
 def test_pure_modes_never_switch_but_track_the_emas():
     cb, module, trainer = IterativeSPO(StageConfig(patience=5)), FakeModule(mode="clue"), fake_trainer()
-    run_steps(cb, trainer, module, [(1.0, 0.0)] * 30)
+    assert run_steps(cb, trainer, module, [(1.0, 0.0)] * 30) == [CLUE] * 30
     assert cb.switches == [] and cb.state.acc_ema > 0.7
+    both = FakeModule(mode="both")
+    cb.on_train_batch_start(trainer, both, None, 0)
+    assert both.trained_stages == {CLUE, DECISION}
 
 
 def test_patience_and_start_stage():

@@ -9,11 +9,12 @@ from lightning.pytorch.loggers import CSVLogger
 from vzero.callbacks import TrainingTranscripts, log_transcripts
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig
-from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rl.advantages import RoleBaselines
 from vzero.rollout import RolloutEngine, build_batch
+from vzero.rollout.batch import score_samples
 
-SHORT = Sampling(SamplingConfig(max_new_tokens=4), SamplingConfig(max_new_tokens=4))
+SHORT = SamplingByStage(SamplingConfig(max_new_tokens=4), SamplingConfig(max_new_tokens=4))
 CONFIG = GameConfig(n_civilians=2, clue_rounds=1)
 
 
@@ -21,9 +22,8 @@ CONFIG = GameConfig(n_civilians=2, clue_rounds=1)
 def batch(random_policy):
     source = ClevrPairs(n=3, seed=2, size=(96, 64))
     pairs = [source[i] for i in range(3)]
-    played = build_batch(RolloutEngine(random_policy).play(pairs, CONFIG, SHORT, seeds=[1, 2, 3]), RoleBaselines(0.9))
-    played.pairs = pairs
-    return played
+    rollout = RolloutEngine(random_policy).play(pairs, CONFIG, SHORT, seeds=[1, 2, 3])
+    return build_batch(rollout, score_samples(rollout.transcripts, RoleBaselines(0.9)))
 
 
 def trainer(tmp_path, step: int, loggers=None, rank: int = 0):
@@ -32,11 +32,16 @@ def trainer(tmp_path, step: int, loggers=None, rank: int = 0):
 
 
 def test_without_mlflow_the_files_go_under_the_root_dir_and_without_loggers_nowhere(batch, tmp_path):
-    where = log_transcripts(trainer(tmp_path, 5), "eval-step000005", batch.pairs, batch.transcripts, "t")
+    where = log_transcripts(
+        trainer(tmp_path, 5), "eval-step000005", batch.rollout.pairs, batch.rollout.transcripts, "t"
+    )
     folder = tmp_path / "transcripts" / "eval-step000005"
     assert where == str(folder) and {p.name for p in folder.iterdir()} == {"transcripts.html", "transcripts.jsonl"}
-    assert log_transcripts(trainer(tmp_path, 5, loggers=[]), "x", batch.pairs, batch.transcripts, "t") == ""
-    assert log_transcripts(trainer(tmp_path, 5, rank=1), "y", batch.pairs, batch.transcripts, "t") == ""
+    assert (
+        log_transcripts(trainer(tmp_path, 5, loggers=[]), "x", batch.rollout.pairs, batch.rollout.transcripts, "t")
+        == ""
+    )
+    assert log_transcripts(trainer(tmp_path, 5, rank=1), "y", batch.rollout.pairs, batch.rollout.transcripts, "t") == ""
     assert not (tmp_path / "transcripts" / "x").exists() and not (tmp_path / "transcripts" / "y").exists()
 
 

@@ -3,58 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vzero.callbacks import win_counts, win_rates
-from vzero.game import Game, GameConfig, RandomPlayer, play_games
-
-
-def play(spies_known: bool, trained_role: str, n: int = 6):
-    """Games where the trained side votes for the true spy (it is told) and the reference side always says N/A."""
-    config = GameConfig(n_civilians=3)
-    games = [Game(config, "clevr", seed=i, index=i) for i in range(n)]
-    spy_of = {g.index: g.spy for g in games}
-    clue = RandomPlayer(0)
-
-    def respond(turns):
-        out = []
-        for t in turns:
-            trained = (t.role == "spy") == (trained_role == "spy")
-            if t.stage == "clue":
-                out.append(clue.answer(t))
-            elif trained and spies_known:
-                out.append(f"\\boxed{{{spy_of[t.game] + 1}}}")
-            else:
-                out.append("\\boxed{N/A}")
-        return out
-
-    play_games(games, respond)
-    return [g.transcript() for g in games]
-
-
-def test_exact_win_rates_of_scripted_players():
-    # Trained civilians always find the spy; reference civilians never vote.
-    rates = win_rates(win_counts(play(True, "civilians"), play(True, "spy")))
-    assert rates["eval/win_rate_civilian"] == 1.0  # trained civilians catch the reference spy every time
-    assert rates["eval/win_rate_spy"] == 1.0  # the trained spy faces civilians who never vote
-    assert rates["eval/win_rate"] == 1.0
-    assert rates["eval/decision_acc"] == 1.0 and rates["eval/na_rate"] == 0.0
-
-
-def test_same_policy_on_both_sides_sums_to_one():
-    # Nobody votes: the spy always wins, whichever side it is on.
-    rates = win_rates(win_counts(play(False, "civilians"), play(False, "spy")))
-    assert rates["eval/win_rate_civilian"] == 0.0 and rates["eval/win_rate_spy"] == 1.0
-    assert rates["eval/win_rate_civilian"] + rates["eval/win_rate_spy"] == 1.0
-    assert rates["eval/win_rate"] == 0.5 and rates["eval/na_rate"] == 1.0
-
-
-def test_lengths_count_only_the_trained_side():
-    def sample(stage, n, reference):
-        return SimpleNamespace(turn=SimpleNamespace(stage=stage), completion_ids=[0] * n, reference=reference)
-
-    t = play(False, "civilians", n=1)[0]
-    t.samples = [sample("clue", 4, False), sample("clue", 10, True), sample("decision", 6, False)]
-    rates = win_rates(win_counts([t], []))
-    assert rates["eval/len_clue"] == 4 and rates["eval/len_decision"] == 6
+from vzero.game import GameConfig
 
 
 @pytest.mark.parametrize("games", [0, 3])
@@ -65,29 +14,16 @@ def test_games_must_be_even(games):
         WinRateEvaluation(games=games)
 
 
-def test_wilson_interval_by_hand():
-    from vzero.callbacks.winrate import wilson
-
-    # 7 of 10, z = 1.96: centre (0.7 + 3.8415/20) / 1.38415 = 0.64450;
-    # half-width 1.96 * sqrt(0.021 + 3.8415/400) / 1.38415 = 0.24770 -> [0.39680, 0.89220]
-    lo, hi = wilson(7, 10)
-    assert lo == pytest.approx(0.39680, abs=1e-4) and hi == pytest.approx(0.89220, abs=1e-4)
-    assert wilson(0, 0) == (0.0, 1.0) and wilson(5, 5)[1] == 1.0 and wilson(0, 5)[0] == 0.0
-    rates = win_rates(win_counts(play(True, "civilians"), play(True, "spy")))
-    assert rates["eval/win_rate_lo"] < rates["eval/win_rate"] == rates["eval/win_rate_hi"] == 1.0
-    assert rates["eval/games"] == 12
-
-
 SELF_PLAY = dict(n_civilians=3, clue_rounds=1)
 
 
 def evaluation_setup(policy, world=1, rank=0, n_pairs=40):
     from vzero.data.pairs import ClevrPairs
-    from vzero.model.sampling import Sampling, SamplingConfig
+    from vzero.model.sampling import SamplingByStage, SamplingConfig
 
     datamodule = SimpleNamespace(
         game=GameConfig(**SELF_PLAY),
-        sampling=Sampling(SamplingConfig(max_new_tokens=24), SamplingConfig(max_new_tokens=16)),
+        sampling=SamplingByStage(SamplingConfig(max_new_tokens=24), SamplingConfig(max_new_tokens=16)),
         pairs=ClevrPairs(n=n_pairs, seed=0, size=(120, 80)),
     )
     trainer = SimpleNamespace(
@@ -120,7 +56,7 @@ def test_a_policy_against_itself_scores_exactly_one_half(adapter_policy, seed):
     # The two halves replay the same games: every turn's tokens are equal, only who played them differs.
     for a, b in zip(as_civilians, as_spy):
         assert [s.completion_ids for s in a.samples] == [s.completion_ids for s in b.samples]
-        assert [s.reference for s in a.samples] == [not s.reference for s in b.samples]
+        assert [s.side == "reference" for s in a.samples] == [s.side != "reference" for s in b.samples]
     assert len({tuple(s.completion_ids) for t in as_civilians for s in t.samples}) > 10  # sampled, not degenerate
     assert any(v != "invalid" for t in as_civilians for v in t.votes)  # real votes decide these games
     metrics = evaluation.evaluate(trainer, module)
@@ -134,7 +70,7 @@ def test_a_full_finetune_against_its_frozen_copy_scores_exactly_one_half(tiny_pa
     from vzero.model import Policy, load_vlm, reference_copy
 
     model, processor = load_vlm(tiny_path, lora=None)  # no adapter: the reference is a frozen copy, its own calls
-    policy = Policy(model.eval(), processor, reference=reference_copy(model))
+    policy = Policy(model.eval(), processor, reference_copy=reference_copy(model))
     evaluation = WinRateEvaluation(games=8, seed=5)
     trainer, module = evaluation_setup(policy)
     as_civilians, as_spy = evaluation.play_halves(trainer, module)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")
 # A few games per step and per evaluation: the same code paths as the real config, in seconds.
 FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
-TWO_STEPS = ["fit", "--config", TINY, *FAST, "--model.model.name_or_path", "tiny-random", "--trainer.max_steps", "2"]
+TWO_STEPS = ["fit", "--config", TINY, *FAST, "--model.vlm.name_or_path", "tiny-random", "--trainer.max_steps", "2"]
 """A 2-step fit of the random tiny model, with the fast settings."""
 
 

@@ -47,7 +47,7 @@ def run(command: str, tmp_path: Path, *args: str) -> str:
 @pytest.mark.slow
 def test_fsdp2_on_two_processes_trains_evaluates_and_checkpoints(tiny_random_path, tmp_path):
     # 8 evaluation games: 2 per rank and half, each half's turns one generate on every rank (no deadlock).
-    args = ["--model.model.name_or_path", "tiny-random", "--trainer.max_steps", "2", "--data.games_per_step", "2"]
+    args = ["--model.vlm.name_or_path", "tiny-random", "--trainer.max_steps", "2", "--data.games_per_step", "2"]
     out = run("fit", tmp_path, *args, "--eval.games", "8", "--eval.every_n_steps", "0")
     # One run folder, named by rank 0 and broadcast (ModelCheckpoint.setup), holding a sharded checkpoint.
     (last,) = (tmp_path / "checkpoints/tiny").glob("*/last.ckpt")
@@ -197,7 +197,7 @@ def test_one_device_and_fsdp2_are_accepted():
 def test_ddp_on_two_processes_is_refused_at_start(tiny_random_path, tmp_path):
     argv = [sys.executable, "-m", "vzero", "fit", "--config", str(ROOT / "configs/tiny.yaml")]
     argv += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.enable_progress_bar", "false"]
-    argv += ["--model.model.name_or_path", "tiny-random", "--trainer.max_steps", "1", "--data.games_per_step", "1"]
+    argv += ["--model.vlm.name_or_path", "tiny-random", "--trainer.max_steps", "1", "--data.games_per_step", "1"]
     argv += ["--eval.games", "2", "--eval.every_n_steps", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -19,12 +19,12 @@ def test_a_family_trains_and_resumes(family, family_path, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["vzero"])
     path = family_path(family)
-    common = ["fit", "--config", TINY, *FAST, "--model.model.name_or_path", path, "--model.schedule.steps", "2"]
+    common = ["fit", "--config", TINY, *FAST, "--model.vlm.name_or_path", path, "--model.schedule.steps", "2"]
     common += ["--checkpoint.every_n_train_steps", "1", "--eval.every_n_steps", "0"]
     main([*common, "--trainer.max_steps", "1"])
     (folder,) = (tmp_path / "checkpoints/tiny").iterdir()
     first = torch.load(folder / "last.ckpt", weights_only=True)
-    assert first["global_step"] == 1 and first["hyper_parameters"]["model"]["name_or_path"] == path
+    assert first["global_step"] == 1 and first["hyper_parameters"]["vlm"]["name_or_path"] == path
     assert first["state_dict"] and all("lora_" in k and "language_model" in k for k in first["state_dict"])
 
     main([*common, "--trainer.max_steps", "2", "--ckpt_path", "last"])

@@ -16,7 +16,7 @@ def test_play_against_the_reference_writes_transcripts_and_a_summary(trained_run
             "play",
             "--config",
             TINY,
-            "--model.model.name_or_path",
+            "--model.vlm.name_or_path",
             "tiny-random",
             "--ckpt_path",
             str(trained_run.ckpt),

@@ -91,26 +91,6 @@ def test_bad_config_fails_at_parse_time_naming_the_key(args, key, capsys):
     assert key in capsys.readouterr().err
 
 
-def test_the_old_phases_key_still_works_and_says_it_is_deprecated(tmp_path, capsys):
-    old = tmp_path / "old.yaml"
-    old.write_text("phases:\n  k_min: 3\n  patience: 6\n")
-    with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", TINY, "--config", str(old), "--print_config"])
-    assert e.value.code == 0 and "k_min: 3" in capsys.readouterr().out
-
-
-def test_the_old_phases_key_configures_the_stage_callback(tmp_path, monkeypatch, caplog):
-    from vzero.callbacks import IterativeSPO
-    from vzero.cli.train import VZeroCLI
-
-    monkeypatch.chdir(tmp_path)
-    cli = VZeroCLI(args=["--config", TINY, "--phases.k_min", "3", "--phases.rho", "0.9"], run=False)
-    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, IterativeSPO)]
-    assert (callback.config.k_min, callback.config.rho) == (3, 0.9)
-    assert callback.config.patience == 8  # a field the old key leaves alone keeps the config's `stage` value
-    assert "deprecated" in caplog.text and "'stage'" in caplog.text
-
-
 def test_fit_writes_an_mlflow_run_with_every_metric(tiny_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", TINY, *FAST, "--trainer.max_steps", "3", "--run_name", "smoke"])
@@ -120,11 +100,11 @@ def test_fit_writes_an_mlflow_run_with_every_metric(tiny_path, tmp_path, monkeyp
     assert {run.data.tags[k] for k in ("mode", "domain", "model")} == {"iterative", "clevr", "tiny"}
     params = run.data.params
     assert params["model.loss.kl_coef"] == "0.04" and params["data.games_per_step"] == "2"
-    assert params["data.pairs.init_args.size"] == "[240, 160]" and params["model.model.lora.target_modules"] == "null"
+    assert params["data.pairs.init_args.size"] == "[240, 160]" and params["model.vlm.lora.target_modules"] == "null"
     assert params["trainer.max_steps"] == "3" and "trainer.benchmark" not in params  # a Lightning default: not a param
     assert not any(k.startswith("config") or "Path_fsr" in v for k, v in params.items())
     assert run.data.tags["vzero.version"] and run.data.tags["config"].endswith("configs/tiny.yaml")
-    assert run.data.tags["vzero.decoder"] == "vzero" and params["model.decoder"] == "auto"
+    assert run.data.tags["vzero.decoder"] == "vzero" and params["model.decoding.decoder"] == "auto"
     client = mlflow.tracking.MlflowClient()
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml", "transcripts"]
     logged = [a.path for a in client.list_artifacts(run.info.run_id, "transcripts")]
@@ -151,7 +131,7 @@ def test_checkpoints_hold_the_adapter_and_a_resumed_run_continues_its_run_and_sc
     assert set(ckpt["callbacks"]) >= {"IterativeSPO", "WinRateEvaluation"}
     assert ckpt["optimizer_states"] and ckpt["lr_schedulers"]
     settings, record = ckpt["hyper_parameters"], ckpt["vzero"]
-    assert settings["model"]["name_or_path"] == "tiny" and settings["model"]["lora"]["r"] == 16
+    assert settings["vlm"]["name_or_path"] == "tiny" and settings["vlm"]["lora"]["r"] == 16
     assert settings["mode"] == "iterative" and settings["loss"]["kl_coef"] == 0.04
     assert record["schedule_steps"] == 4 and record["version"]
     size = (folder / "last.ckpt").stat().st_size
@@ -265,4 +245,4 @@ def test_help_opens_with_vzeros_options_and_documents_nested_fields(capsys):
     assert text.index("--model.mode") < text.index("--trainer.max_steps")
     assert "ε of PPO-clip" in text  # LossConfig.clip_eps's field docstring
     assert "Upper bound on a picture's pixels" in text  # a ModelConfig field
-    assert "--model.model.lora.help" in text  # an optional group (LoRA can be null) documents itself on request
+    assert "--model.vlm.lora.help" in text  # an optional group (LoRA can be null) documents itself on request

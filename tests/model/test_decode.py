@@ -7,9 +7,9 @@ from scipy import stats
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig
-from vzero.model import Policy, load_vlm
-from vzero.model.decode import decode
-from vzero.model.sampling import Sampling, SamplingConfig, tempered_log_probs
+from vzero.model import DecodingConfig, Policy, load_vlm
+from vzero.model.decode import VzeroDecoder
+from vzero.model.sampling import SamplingByStage, SamplingConfig, tempered_log_probs
 from vzero.rollout import RolloutEngine
 
 from .test_policy import prompts_and_pictures
@@ -26,11 +26,11 @@ def tiny(tiny_path):
     return model.eval(), processor
 
 
-def play(policy: Policy, sampling: Sampling, reference=None):
+def play(policy: Policy, sampling: SamplingByStage, side_of=None):
     pairs = ClevrPairs(n=3, seed=11, size=(240, 160))
     config = GameConfig(n_civilians=3, clue_rounds=2)
     engine = RolloutEngine(policy)
-    return engine.play(list(pairs), config, sampling, seeds=[4, 5, 6], reference=reference, sample_seed=3)
+    return engine.play(list(pairs), config, sampling, seeds=[4, 5, 6], side_of=side_of, sample_seed=3).transcripts
 
 
 def record_reuse(policy: Policy) -> list[list[int]]:
@@ -46,8 +46,8 @@ def record_reuse(policy: Policy) -> list[list[int]]:
     return batches
 
 
-def odd_seats(turn) -> bool:
-    return turn.player % 2 == 1
+def odd_seats(turn) -> str:
+    return "reference" if turn.player % 2 == 1 else "trained"
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
@@ -55,23 +55,24 @@ def test_every_turn_of_a_rollout_equals_generate(tiny, temperature):
     """Every clue and vote of three games (left padding, two pictures per game, the reference policy on some rows,
     completions ending at different steps) gets the very ids ``generate`` gives, and scores the same."""
     model, processor = tiny
-    fast, slow = Policy(model, processor), Policy(model, processor, decoder="generate")
+    fast, slow = Policy(model, processor), Policy(model, processor, decoding=DecodingConfig(decoder="generate"))
     assert (fast.decoder, slow.decoder) == ("vzero", "generate")
     batches = record_reuse(fast)
     stage = SamplingConfig(temperature=temperature, max_new_tokens=24)
-    sampling = Sampling(clue=stage, decision=stage)
-    games = [play(p, sampling, reference=odd_seats) for p in (fast, slow)]  # some rows with the adapter off
-    turns = [[(s.prompt_ids, s.completion_ids, s.reference) for t in g for s in t.samples] for g in games]
+    sampling = SamplingByStage(clue=stage, decision=stage)
+    games = [play(p, sampling, side_of=odd_seats) for p in (fast, slow)]  # some rows with the adapter off
+    turns = [[(s.prompt_ids, s.completion_ids, s.side) for t in g for s in t.samples] for g in games]
     assert turns[0] == turns[1]
     # Later turns reused earlier prompts' states; some batches mixed stored rows with rows that computed their whole
     # prompt, pictures included, and some mixed stored prefixes of different lengths.
-    assert sum(map(sum, batches)) > 0.3 * fast.prefixes.prompt_tokens
+    prompt_tokens = sum(len(s.prompt_ids) for t in games[0] for s in t.samples)  # every row looked in the store
+    assert sum(map(sum, batches)) > 0.3 * prompt_tokens
     assert any(0 in b and set(b) != {0} for b in batches)
     assert any(len(set(b) - {0}) > 1 for b in batches)
     lengths = {len(c) for _, c, _ in turns[0]}
     assert len(lengths) > 1 and any(not s.truncated for t in games[0] for s in t.samples)
     samples = [s for t in games[0] for s in t.samples]
-    inputs = fast.pack(
+    inputs = fast.inputs.pack(
         [s.prompt_ids for s in samples],
         [s.picture for s in samples],
         [s.completion_ids for s in samples],
@@ -85,24 +86,16 @@ def test_greedy_decoding_equals_generate_on_the_random_model(random_policy, stat
     """Full budgets (the random model never stops), prompts of different lengths, either cache."""
     policy = random_policy
     prompts, pics = prompts_and_pictures(policy, 5)
-    inputs = policy.pack(prompts, pics)
+    inputs = policy.inputs.pack(prompts, pics)
     greedy = SamplingConfig(temperature=0, max_new_tokens=16)
     expected = policy.model.generate(
         **inputs.model_kwargs(),
         **greedy.generate_kwargs(),
-        eos_token_id=sorted(policy.eos_ids),
-        pad_token_id=policy.pad_id,
-        suppress_tokens=policy.suppress_ids,
+        eos_token_id=sorted(policy.ids.eos),
+        pad_token_id=policy.ids.pad,
+        suppress_tokens=policy.ids.suppress,
     )[:, inputs.input_ids.shape[1] :]
-    got = decode(
-        policy.model,
-        inputs.model_kwargs(),
-        greedy,
-        sorted(policy.eos_ids),
-        policy.pad_id,
-        suppress_ids=policy.suppress_ids,
-        static_cache=static_cache,
-    )
+    got = VzeroDecoder(policy.ids, static_cache=static_cache)(policy.model, inputs, greedy).tokens
     assert torch.equal(got, expected)
 
 
@@ -113,14 +106,14 @@ def test_sampled_tokens_follow_the_models_distribution(random_policy):
     model = policy.model
     prompts, pics = prompts_and_pictures(policy, 1)
     n, rows, temperature, top_p = 1200, 200, 0.1, 0.9  # ~230 tokens in the nucleus, ~50 of them likely enough to test
-    inputs = policy.pack(prompts * rows, pics * rows)
+    inputs = policy.inputs.pack(prompts * rows, pics * rows)
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=1)
-    eos = sorted(policy.eos_ids)
+    decoder = VzeroDecoder(policy.ids)
     ours, theirs = [], []
     torch.manual_seed(0)
     for chunk in range(n // rows):
         keys = torch.arange(rows) + rows * chunk
-        fast = decode(model, inputs.model_kwargs(), sampling, eos, policy.pad_id, keys, policy.suppress_ids)
+        fast = decoder(model, inputs, sampling, keys).tokens
         ours += fast[:, 0].tolist()
         theirs += model.generate(
             **inputs.model_kwargs(),
@@ -129,12 +122,14 @@ def test_sampled_tokens_follow_the_models_distribution(random_policy):
             top_p=top_p,
             top_k=0,
             max_new_tokens=1,
-            pad_token_id=policy.pad_id,
-            suppress_tokens=policy.suppress_ids,
+            pad_token_id=policy.ids.pad,
+            suppress_tokens=policy.ids.suppress,
         )[:, -1].tolist()
     with torch.no_grad():
-        logits = model(**policy.pack(prompts, pics).model_kwargs(), logits_to_keep=1).logits[0, -1].float()  # [V]
-    logits[policy.suppress_ids] = float("-inf")
+        logits = (
+            model(**policy.inputs.pack(prompts, pics).model_kwargs(), logits_to_keep=1).logits[0, -1].float()
+        )  # [V]
+    logits[policy.ids.suppress] = float("-inf")
     probs = tempered_log_probs(logits[None], temperature, top_p)[0].exp().double().numpy()  # [V]
     wider = tempered_log_probs(logits[None], temperature, top_p + 1e-3)[0].exp().numpy()  # the boundary's slack
     counts = {name: np.bincount(draws, minlength=len(probs)) for name, draws in (("ours", ours), ("theirs", theirs))}
@@ -156,22 +151,22 @@ def test_the_decoder_is_chosen_by_name_and_falls_back_to_generate(random_policy)
 
     model, processor = random_policy.model, random_policy.processor
     assert Policy(model, processor, synced_gpus=True).decoder == "vzero"  # in lock-step: see test_distributed
-    assert Policy(model, processor, decoder="generate").decoder == "generate"
-    with pytest.raises(ValueError, match="model.decoder must be one of auto, vzero, generate, got 'fast'"):
-        Policy(model, processor, decoder="fast")
+    assert Policy(model, processor, decoding=DecodingConfig(decoder="generate")).decoder == "generate"
+    with pytest.raises(ValueError, match="model.decoding.decoder must be one of auto, vzero, generate, got 'fast'"):
+        DecodingConfig(decoder="fast")
     plain = torch.nn.Linear(2, 2)  # no rule for its positions
     assert choose_decoder("auto", plain) == "generate"
-    with pytest.raises(ValueError, match="model.decoder='vzero' cannot decode Linear: it has no rule for its"):
+    with pytest.raises(ValueError, match="model.decoding.decoder='vzero' cannot decode Linear: it has no rule for"):
         choose_decoder("vzero", plain)
-    with pytest.raises(ValueError, match="model.compile_decode needs vzero's decoder, but this model decodes with"):
-        Policy(model, processor, decoder="generate", compile_decode=True)
-    with pytest.raises(ValueError, match="model.reuse_prompts_gb must be >= 0, got -1"):
-        Policy(model, processor, reuse_prompts_gb=-1)
+    with pytest.raises(ValueError, match="model.decoding.compile needs vzero's decoder, but this model decodes with"):
+        Policy(model, processor, decoding=DecodingConfig(decoder="generate", compile=True))
+    with pytest.raises(ValueError, match="model.decoding.reuse_prompts_gb must be >= 0, got -1"):
+        DecodingConfig(reuse_prompts_gb=-1)
 
 
 def compiled_policy(model, processor, backend: str) -> Policy:
-    policy = Policy(model, processor, compile_decode=True)
-    policy.step.backend = backend
+    policy = Policy(model, processor, decoding=DecodingConfig(compile=True))
+    policy.decode.step.backend = backend
     return policy
 
 
@@ -183,21 +178,21 @@ def test_a_compiled_step_plays_the_very_same_games(tiny):
     torch._dynamo.reset()
     eager, compiled = Policy(model, processor), compiled_policy(model, processor, "aot_eager")
     stage = SamplingConfig(temperature=1.0, max_new_tokens=24)
-    sampling = Sampling(clue=stage, decision=stage)
-    games = [play(p, sampling, reference=odd_seats) for p in (eager, compiled)]  # clue turns on one side, mixed votes
+    sampling = SamplingByStage(clue=stage, decision=stage)
+    games = [play(p, sampling, side_of=odd_seats) for p in (eager, compiled)]  # clue turns on one side, mixed votes
     turns = [[(s.prompt_ids, s.completion_ids) for t in g for s in t.samples] for g in games]
     assert turns[0] == turns[1]
-    assert compiled.step._fn is not None  # the compiled path really ran
+    assert compiled.decode.step._fn is not None  # the compiled path really ran
 
 
 def test_a_compiled_steps_caches_keep_their_addresses(random_policy):
     """A CUDA graph replays on the addresses it recorded: every batch of a shape seen before gets the very same cache
     storage (emptied), whatever came in between; only a batch larger than any before moves it."""
-    from vzero.model.decode import BUCKET, DecodeStep
+    from vzero.model.step import BUCKET, DecodeStep
 
     step, net, cpu = DecodeStep(compile=True), random_policy.model, torch.device("cpu")
     prompts, pics = prompts_and_pictures(random_policy, 4)
-    inputs = random_policy.pack(prompts, pics)
+    inputs = random_policy.inputs.pack(prompts, pics)
     width = inputs.input_ids.shape[1]
     first = step.cache(net, 4, width + 1, cpu)
     assert first.get_max_length() % BUCKET == 0 and width < first.get_max_length() <= width + BUCKET
@@ -227,7 +222,7 @@ def test_a_step_that_cannot_be_captured_says_so(random_policy, monkeypatch):
     monkeypatch.setattr(type(base), "forward", breaks)
     prompts, pics = prompts_and_pictures(policy, 2)
     sampling = SamplingConfig(temperature=0, max_new_tokens=4)
-    with pytest.raises(RuntimeError, match="model.compile_decode: torch.compile could not capture .* in one graph"):
+    with pytest.raises(RuntimeError, match="model.decoding.compile: torch.compile could not capture .* in one graph"):
         policy.generate(prompts, pics, sampling)
 
 
@@ -237,7 +232,7 @@ def test_sliding_window_models_neither_reuse_prompts_nor_compile(random_policy, 
     from types import SimpleNamespace
 
     import vzero.model.policy as policies
-    from vzero.model.decode import DecodeStep, has_sliding_layers
+    from vzero.model.step import DecodeStep, has_sliding_layers
 
     text = copy.deepcopy(random_policy.model.config.get_text_config(decoder=True))
     assert not has_sliding_layers(random_policy.model)
@@ -245,7 +240,7 @@ def test_sliding_window_models_neither_reuse_prompts_nor_compile(random_policy, 
     text.sliding_window = 16
     sliding = SimpleNamespace(config=text)
     assert has_sliding_layers(sliding)
-    with pytest.raises(ValueError, match="model.compile_decode does not cover models with sliding-window attention"):
+    with pytest.raises(ValueError, match="model.decoding.compile does not cover models with sliding-window attention"):
         DecodeStep(compile=True).cache(sliding, 2, 40, torch.device("cpu"))
     monkeypatch.setattr(policies, "has_sliding_layers", lambda model: True)
     policy = Policy(random_policy.model, random_policy.processor)
@@ -263,7 +258,7 @@ def test_across_ranks_prompts_are_reused_only_with_cached_pictures(random_policy
             p.requires_grad_(False)
         for synced, cache, expected in [(True, False, False), (True, True, True), (False, False, True)]:
             policy = Policy(model, processor, synced_gpus=synced, cache_vision=cache)
-            assert policy.cache_vision == cache
+            assert policy.inputs.cache_vision == cache
             with policy.rollout():
                 assert policy.prefixes.active == expected, (synced, cache)
     finally:

@@ -10,9 +10,9 @@ import torch
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import Game, GameConfig
-from vzero.model import Policy, load_vlm
+from vzero.model import DecodingConfig, Policy, load_vlm
 from vzero.model.load import is_vision
-from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rollout import RolloutEngine
 
 FAMILIES = ["qwen2.5-vl", "qwen2-vl", "internvl"]
@@ -39,9 +39,9 @@ def family(request, family_path):
 def prompts_and_pictures(policy: Policy, n: int):
     # Pictures of different shapes: different tile counts (InternVL) and visual-token counts (Qwen-VL) in one batch.
     pairs = [ClevrPairs(n=1, seed=3 + i, size=size)[0] for i, size in enumerate([(240, 160), (160, 240), (128, 128)])]
-    pics = policy.pictures([pairs[i % len(pairs)].original for i in range(n)])
+    pics = policy.inputs.pictures([pairs[i % len(pairs)].original for i in range(n)])
     games = [Game(GameConfig(n_civilians=2 + i % 3), seed=i) for i in range(n)]
-    return [policy.prompt_ids(g.pending()[0].messages, pic) for g, pic in zip(games, pics)], pics
+    return [policy.inputs.prompt_ids(g.pending()[0].messages, pic) for g, pic in zip(games, pics)], pics
 
 
 def test_loads_its_own_classes_with_lora_on_the_language_model_only(family):
@@ -59,11 +59,11 @@ def test_pictures_and_prompts_are_the_processors_own(family):
     policy = Policy(model, processor)
     messages = Game(GameConfig(), seed=0).pending()[0].messages
     image = ClevrPairs(n=1, seed=0, size=(240, 160))[0].original
-    (pic,) = policy.pictures([image])
+    (pic,) = policy.inputs.pictures([image])
     chat = processor.apply_chat_template(messages, add_generation_prompt=True)
     reference = processor(text=[chat], images=[image], return_tensors="pt")
     assert torch.equal(pic.pixel_values, reference["pixel_values"])
-    assert policy.prompt_ids(messages, pic) == reference["input_ids"][0].tolist()
+    assert policy.inputs.prompt_ids(messages, pic) == reference["input_ids"][0].tolist()
     if name == "internvl":
         assert pic.pixel_values.shape[0] > 1  # several tiles and a thumbnail, as the processor makes them
 
@@ -72,9 +72,9 @@ def test_every_picture_token_is_suppressed(family, monkeypatch):
     """Every token that structures a picture is suppressed, even when the model wants nothing else."""
     name, _, model, processor = family
     policy = Policy(model, processor)
-    tokens = set(processor.tokenizer.convert_ids_to_tokens(policy.suppress_ids))
+    tokens = set(processor.tokenizer.convert_ids_to_tokens(policy.ids.suppress))
     assert tokens == PICTURE_TOKENS[name]
-    ids = torch.tensor(policy.suppress_ids)
+    ids = torch.tensor(policy.ids.suppress)
 
     def favour(module, args, out):  # the lm_head's output: the picture tokens 1e4 above every other token
         out[..., ids] += 1e4
@@ -83,11 +83,11 @@ def test_every_picture_token_is_suppressed(family, monkeypatch):
     handle = model.get_output_embeddings().register_forward_hook(favour)
     try:
         prompts, pics = prompts_and_pictures(policy, 3)
-        comps, _ = policy.generate(prompts, pics, SamplingConfig(temperature=1.0, max_new_tokens=6))
+        comps = policy.generate(prompts, pics, SamplingConfig(temperature=1.0, max_new_tokens=6))
     finally:
         handle.remove()
     assert all(c.ids for c in comps)
-    assert not {t for c in comps for t in c.ids} & set(policy.suppress_ids)
+    assert not {t for c in comps for t in c.ids} & set(policy.ids.suppress)
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
@@ -96,25 +96,25 @@ def test_greedy_logprobs_equal_generations(family, cache):
     for pictures of different sizes, left padding and completions of different lengths."""
     _, _, model, processor = family
     policy = Policy(model, processor, cache_vision=cache)
-    assert policy.cache_vision == cache
+    assert policy.inputs.cache_vision == cache
     prompts, pics = prompts_and_pictures(policy, 4)
     assert len({len(p) for p in prompts}) > 1
-    comps, _ = policy.generate(prompts, pics, SamplingConfig(temperature=0, max_new_tokens=10))
-    inputs = policy.pack(prompts, pics).to(policy.device)
+    comps = policy.generate(prompts, pics, SamplingConfig(temperature=0, max_new_tokens=10))
+    inputs = policy.inputs.pack(prompts, pics).to(policy.device)
     with torch.no_grad():
         out = model.generate(
             **inputs.model_kwargs(),
             do_sample=False,
             max_new_tokens=10,
-            suppress_tokens=policy.suppress_ids,
-            eos_token_id=sorted(policy.eos_ids),
-            pad_token_id=policy.pad_id,
+            suppress_tokens=policy.ids.suppress,
+            eos_token_id=sorted(policy.ids.eos),
+            pad_token_id=policy.ids.pad,
             output_logits=True,
             return_dict_in_generate=True,
         )
-        scored = policy.logprobs(policy.pack(prompts, pics, [c.ids for c in comps]))  # [B, C]
+        scored = policy.logprobs(policy.inputs.pack(prompts, pics, [c.ids for c in comps]))  # [B, C]
     logits = torch.stack(out.logits, 1).float()  # [B, N, V]: generation's raw logits per step
-    logits[..., policy.suppress_ids] = float("-inf")
+    logits[..., policy.ids.suppress] = float("-inf")
     generated = torch.log_softmax(logits, -1)
     width = scored.shape[1]
     for row, comp in enumerate(comps):
@@ -127,11 +127,13 @@ def test_the_vision_cache_changes_nothing(family):
     """Sampled games and their log-probs are the same with each picture's features computed once as without."""
     _, _, model, processor = family
     cached, uncached = Policy(model, processor), Policy(model, processor, cache_vision=False)
-    assert cached.cache_vision
+    assert cached.inputs.cache_vision
     pairs = ClevrPairs(n=2, seed=5, size=(240, 160))
-    sampling = Sampling(clue=SamplingConfig(max_new_tokens=6), decision=SamplingConfig(max_new_tokens=6))
+    sampling = SamplingByStage(clue=SamplingConfig(max_new_tokens=6), decision=SamplingConfig(max_new_tokens=6))
     config = GameConfig(n_civilians=2, clue_rounds=1)
-    games = [RolloutEngine(p).play(list(pairs), config, sampling, sample_seed=7) for p in (cached, uncached)]
+    games = [
+        RolloutEngine(p).play(list(pairs), config, sampling, sample_seed=7).transcripts for p in (cached, uncached)
+    ]
     ids = [[[s.completion_ids for s in t.samples] for t in g] for g in games]
     assert ids[0] == ids[1]
     samples = [s for t in games[0] for s in t.samples]
@@ -139,8 +141,8 @@ def test_the_vision_cache_changes_nothing(family):
     comps = [s.completion_ids for s in samples]
     assert all(p.embeds is not None for p in pics)
     with torch.no_grad():
-        a = cached.logprobs(cached.pack(prompts, pics, comps))
-        b = uncached.logprobs(uncached.pack(prompts, pics, comps))
+        a = cached.logprobs(cached.inputs.pack(prompts, pics, comps))
+        b = uncached.logprobs(uncached.inputs.pack(prompts, pics, comps))
     assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -153,9 +155,9 @@ def test_prompt_reuse_changes_nothing(family, cache, monkeypatch):
 
     _, _, model, processor = family
     reusing = Policy(model, processor, cache_vision=cache)
-    plain = Policy(model, processor, cache_vision=cache, reuse_prompts_gb=0)
+    plain = Policy(model, processor, decoding=DecodingConfig(reuse_prompts_gb=0), cache_vision=cache)
     pairs = ClevrPairs(n=2, seed=5, size=(240, 160))
-    sampling = Sampling(clue=SamplingConfig(max_new_tokens=6), decision=SamplingConfig(max_new_tokens=6))
+    sampling = SamplingByStage(clue=SamplingConfig(max_new_tokens=6), decision=SamplingConfig(max_new_tokens=6))
     config = GameConfig(n_civilians=2, clue_rounds=2)
     logits, pick = [], decoding.next_tokens
 
@@ -164,16 +166,19 @@ def test_prompt_reuse_changes_nothing(family, cache, monkeypatch):
         return pick(scores, *args)
 
     monkeypatch.setattr(decoding, "next_tokens", recording)
-    games = []
+    games, reused = [], []
     for policy in (reusing, plain):
         logits.append([])
-        games.append(RolloutEngine(policy).play(list(pairs), config, sampling, sample_seed=7))
+        rollout = RolloutEngine(policy).play(list(pairs), config, sampling, sample_seed=7)
+        games.append(rollout.transcripts)
+        reused.append(rollout.reused_prompt_tokens)
     ids = [[[s.completion_ids for s in t.samples] for t in g] for g in games]
+    prompt_tokens = sum(len(s.prompt_ids) for t in games[0] for s in t.samples)
     assert ids[0] == ids[1]
     assert len(logits[0]) == len(logits[1]) > 0
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(*logits))
-    assert reusing.prefixes.reused_tokens > 0.2 * reusing.prefixes.prompt_tokens
-    assert plain.prefixes.reused_tokens == 0
+    assert reused[0] > 0.2 * prompt_tokens
+    assert reused[1] == 0
 
 
 def test_a_policy_gradient_reaches_every_adapted_layer(family):
@@ -181,9 +186,9 @@ def test_a_policy_gradient_reaches_every_adapted_layer(family):
     _, _, model, processor = family
     policy = Policy(model, processor)
     prompts, pics = prompts_and_pictures(policy, 3)
-    comps, _ = policy.generate(prompts, pics, SamplingConfig(max_new_tokens=5))
+    comps = policy.generate(prompts, pics, SamplingConfig(max_new_tokens=5))
     model.zero_grad(set_to_none=True)
-    logp = policy.logprobs(policy.pack(prompts, pics, [c.ids for c in comps]))  # [B, C]
+    logp = policy.logprobs(policy.inputs.pack(prompts, pics, [c.ids for c in comps]))  # [B, C]
     (-(logp * torch.tensor([[1.0], [-0.5], [2.0]])).sum()).backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())

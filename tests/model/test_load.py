@@ -6,7 +6,7 @@ import torch
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import Game, GameConfig
-from vzero.model import LoraSettings, ModelConfig, Policy, load_vlm
+from vzero.model import LoraConfig, ModelConfig, Policy, load_vlm
 from vzero.model.load import local_folder
 
 
@@ -24,23 +24,25 @@ def test_lora_adapts_only_the_language_model_by_default(tiny_random_path):
 
 
 def test_lora_on_the_vision_tower_is_opt_in(tiny_random_path):
-    model, _ = load_vlm(tiny_random_path, lora=LoraSettings(adapt_vision=True))
+    model, _ = load_vlm(tiny_random_path, lora=LoraConfig(adapt_vision=True))
     assert any("visual" in n for n in lora_params(model))
 
 
 def test_lora_target_modules_filter(tiny_random_path):
-    model, _ = load_vlm(tiny_random_path, lora=LoraSettings(target_modules=["q_proj"]))
+    model, _ = load_vlm(tiny_random_path, lora=LoraConfig(target_modules=["q_proj"]))
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora_params(model)} == {"q_proj"}
     with pytest.raises(ValueError, match="matched no linear layer"):
-        load_vlm(tiny_random_path, lora=LoraSettings(target_modules=["nonexistent"]))
+        load_vlm(tiny_random_path, lora=LoraConfig(target_modules=["nonexistent"]))
 
 
 def _scored_batch(policy):
     pairs = ClevrPairs(n=3, seed=0, size=(240, 160))
-    pics = policy.pictures([p.original for p in pairs])
-    prompts = [policy.prompt_ids(Game(GameConfig(), seed=i).pending()[0].messages, pic) for i, pic in enumerate(pics)]
+    pics = policy.inputs.pictures([p.original for p in pairs])
+    prompts = [
+        policy.inputs.prompt_ids(Game(GameConfig(), seed=i).pending()[0].messages, pic) for i, pic in enumerate(pics)
+    ]
     completions = [[7, 8, 9, 10], [11, 12], [13, 14, 15]]
-    return policy.pack(prompts, pics, completions)
+    return policy.inputs.pack(prompts, pics, completions)
 
 
 def test_reference_logprobs_are_the_base_model_with_the_adapter_off(tiny_random_path):
@@ -68,7 +70,7 @@ def test_full_finetune_reference_is_a_frozen_copy(tiny_random_path):
     model, processor = load_vlm(tiny_random_path, lora=None)
     ref = reference_copy(model)
     assert all(not p.requires_grad for p in ref.parameters())
-    policy = Policy(model, processor, reference=ref)
+    policy = Policy(model, processor, reference_copy=ref)
     inputs = _scored_batch(policy)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)  # the trained model moves; the reference must not
@@ -99,10 +101,10 @@ def test_gradient_checkpointing_still_trains_lora(tiny_random_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"quantization": "4bit", "lora": None}, "needs model.lora"),
-        ({"quantization": "8bit", "lora": None}, "needs model.lora"),
-        ({"quantization": "2bit"}, "model.quantization"),
-        ({"dtype": "float64"}, "model.dtype"),
+        ({"quantization": "4bit", "lora": None}, "needs model.vlm.lora"),
+        ({"quantization": "8bit", "lora": None}, "needs model.vlm.lora"),
+        ({"quantization": "2bit"}, "model.vlm.quantization"),
+        ({"dtype": "float64"}, "model.vlm.dtype"),
         ({"min_pixels": 1000, "max_pixels": 10}, "min_pixels"),
     ],
 )
@@ -124,7 +126,7 @@ def test_min_and_max_pixels_bound_qwen_vl_pictures(family, family_path):
     tokens = {}
     for bound in ({"max_pixels": 16 * 28 * 28}, {"min_pixels": 60 * 28 * 28}, {}):
         model, processor = load_vlm(family_path(family), lora=None, **bound)
-        (pic,) = Policy(model, processor).pictures([image])
+        (pic,) = Policy(model, processor).inputs.pictures([image])
         tokens[next(iter(bound), "none")] = int(pic.grid.prod()) // 4
     assert tokens["max_pixels"] <= 16 < tokens["none"] < 60 <= tokens["min_pixels"], tokens
 
@@ -136,14 +138,16 @@ def test_max_and_min_pixels_become_internvl_tile_budgets(family_path):
     tiles = {}
     for name, bound in (("one", {"max_pixels": tile + 1}), ("none", {}), ("two", {"max_pixels": 2 * tile})):
         model, processor = load_vlm(path, lora=None, **bound)
-        (pic,) = Policy(model, processor).pictures([image])
+        (pic,) = Policy(model, processor).inputs.pictures([image])
         tiles[name] = pic.pixel_values.shape[0]
         if name == "two":
             assert (processor.image_processor.min_patches, processor.image_processor.max_patches) == (1, 2)
     assert tiles == {"one": 1, "two": 3, "none": 5}  # 2 tiles and the thumbnail; 4 and the thumbnail
     model, processor = load_vlm(path, lora=None, min_pixels=3 * tile)
     assert processor.image_processor.min_patches == 3
-    with pytest.raises(ValueError, match=r"min_pixels=15000 and model.max_pixels=20000 leave no whole number of 112x"):
+    with pytest.raises(
+        ValueError, match=r"min_pixels=15000 and model.vlm.max_pixels=20000 leave no whole number of 112x"
+    ):
         load_vlm(path, lora=None, min_pixels=15000, max_pixels=20000)
 
 
@@ -156,14 +160,16 @@ def test_pixel_bounds_that_mean_nothing_are_refused():
     from vzero.model.load import bound_pixels
 
     processor = SimpleNamespace(image_processor=SiglipImageProcessor())
-    with pytest.raises(ValueError, match=r"model.min_pixels / model.max_pixels mean nothing to SiglipImageProcessor"):
+    with pytest.raises(
+        ValueError, match=r"model.vlm.min_pixels / model.vlm.max_pixels mean nothing to SiglipImageProcessor"
+    ):
         bound_pixels(processor, "some/model", None, 100_000)
 
 
 @pytest.mark.parametrize("path", ["/nonexistent", "./nope", "../nope", "~/vzero-no-such-model", "a/b/c", "models/x/"])
 def test_a_missing_local_path_says_no_such_folder(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=rf"^no such folder: {re.escape(path)} \(model.model.name_or_path\)$"):
+    with pytest.raises(FileNotFoundError, match=rf"^no such folder: {re.escape(path)} \(model.vlm.name_or_path\)$"):
         load_vlm(path)
 
 
@@ -174,13 +180,13 @@ def test_a_missing_folder_under_a_local_folder_says_no_such_folder(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import: the variable alone comes too late
     (tmp_path / "checkpoints").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"^no such folder: checkpoints/merged \(model.model.name_or_path\)"):
+    with pytest.raises(FileNotFoundError, match=r"^no such folder: checkpoints/merged \(model.vlm.name_or_path\)"):
         load_vlm("checkpoints/merged")
 
 
 def test_a_file_is_not_a_folder(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match=r"not a folder: .*model.safetensors \(model.model.name_or_path\)"):
+    with pytest.raises(FileNotFoundError, match=r"not a folder: .*model.safetensors \(model.vlm.name_or_path\)"):
         load_vlm(str(tmp_path / "model.safetensors"))
 
 
@@ -199,13 +205,13 @@ def test_the_command_line_names_the_key(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["vzero"])
     config = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-    with pytest.raises(FileNotFoundError, match=r"no such folder: /nonexistent \(model.model.name_or_path\)"):
-        main(["fit", "--config", config, "--model.model.name_or_path", "/nonexistent", "--trainer.max_steps", "1"])
+    with pytest.raises(FileNotFoundError, match=r"no such folder: /nonexistent \(model.vlm.name_or_path\)"):
+        main(["fit", "--config", config, "--model.vlm.name_or_path", "/nonexistent", "--trainer.max_steps", "1"])
 
 
 def test_an_uncached_hub_model_while_offline_says_how_to_opt_in(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(OSError, match=r"vzero-tests/no-such-model \(model.model.name_or_path\).*HF_HUB_OFFLINE=0"):
+    with pytest.raises(OSError, match=r"vzero-tests/no-such-model \(model.vlm.name_or_path\).*HF_HUB_OFFLINE=0"):
         load_vlm("vzero-tests/no-such-model")

@@ -5,7 +5,14 @@ import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from vzero.game import Stage
-from vzero.model.sampling import KeyedSampler, Sampling, SamplingConfig, keyed_uniform, row_key, tempered_log_probs
+from vzero.model.sampling import (
+    KeyedSampler,
+    SamplingByStage,
+    SamplingConfig,
+    keyed_uniform,
+    row_key,
+    tempered_log_probs,
+)
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 1.0), (1.3, 0.8), (0.5, 0.3)])
@@ -67,7 +74,7 @@ def test_row_keys_are_stable_and_distinct():
 
 
 def test_sampling_per_stage_and_scoring_temperature():
-    s = Sampling(SamplingConfig(temperature=0.7), SamplingConfig(temperature=0))
+    s = SamplingByStage(SamplingConfig(temperature=0.7), SamplingConfig(temperature=0))
     assert s.for_stage(Stage.CLUE).temperature == 0.7 and s.for_stage("decision").temperature == 0
     assert s.clue.scoring_temperature == 0.7 and s.decision.scoring_temperature == 1.0
     assert SamplingConfig().generate_kwargs()["do_sample"] is False  # the keyed sampler does the sampling

@@ -12,14 +12,14 @@ from vzero.model.text import SafeText, control_tokens
 
 @pytest.fixture(scope="module")
 def picture(random_policy):
-    return random_policy.pictures([ClevrPairs(n=1, seed=0, size=(240, 160))[0].original])[0]
+    return random_policy.inputs.pictures([ClevrPairs(n=1, seed=0, size=(240, 160))[0].original])[0]
 
 
 def clue_prompt(policy, picture, output: str) -> list[int]:
     """The prompt ids of the second speaker, after the first one answered ``output``."""
     game = Game(GameConfig(), seed=1)
     game.submit([output])
-    return policy.prompt_ids(game.pending()[0].messages, picture)
+    return policy.inputs.prompt_ids(game.pending()[0].messages, picture)
 
 
 def added_counts(policy, ids: list[int]) -> Counter:
@@ -59,7 +59,7 @@ def test_prompts_quoting_neutralised_placeholders_generate(random_policy, pictur
     greedy = SamplingConfig(temperature=0, max_new_tokens=2)
     tokens = control_tokens(random_policy.processor)
     prompts = [clue_prompt(random_policy, picture, safe(f"\\boxed{{{t}}}")) for t in tokens]
-    comps, _ = random_policy.generate(prompts, [picture] * len(prompts), greedy)
+    comps = random_policy.generate(prompts, [picture] * len(prompts), greedy)
     assert len(comps) == len(prompts)
     with pytest.raises((TypeError, ValueError, IndexError, RuntimeError)):  # get_rope_index: a video without a video
         random_policy.generate([clue_prompt(random_policy, picture, "\\boxed{<|video_pad|>}")], [picture], greedy)

@@ -25,7 +25,7 @@ FIT = [
     sys.executable,
     str(Path(__file__).with_name("announced_fit.py")),
     *("--config", str(ROOT / "configs" / "tiny.yaml")),
-    *("--model.model.name_or_path", "tiny", "--model.mode", "both", "--model.model.lora.dropout", "0.1"),
+    *("--model.vlm.name_or_path", "tiny", "--model.mode", "both", "--model.vlm.lora.dropout", "0.1"),
     *("--data.games_per_step", "2", "--data.game.n_civilians", "2", "--data.game.clue_rounds", "1"),
     *("--data.sampling.clue.max_new_tokens", "8", "--data.sampling.decision.max_new_tokens", "24"),
     *("--eval.games", "4", "--eval.every_n_steps", "0"),

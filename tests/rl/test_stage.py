@@ -1,7 +1,7 @@
 import pytest
 
 from vzero.game import Stage
-from vzero.rl.stage import Plateau, StageConfig, StageState, step, trained_stages
+from vzero.rl.stage import Plateau, StageConfig, StageState, check_mode, step, trained_stages
 
 CLUE, DECISION = Stage.CLUE, Stage.DECISION
 
@@ -122,4 +122,13 @@ def test_trained_stages_follow_the_mode():
     assert trained_stages("decision", CLUE) == {DECISION}
     assert trained_stages("both", CLUE) == {CLUE, DECISION}
     with pytest.raises(ValueError, match="model.mode"):
-        trained_stages("alternate", CLUE)
+        check_mode("alternate")
+
+
+def test_only_the_iterative_mode_switches_stage():
+    for mode in ("clue", "decision", "both"):
+        state = StageState()
+        assert all(step(state, 1.0, 0.0, StageConfig(patience=5), mode) is None for _ in range(20))
+        assert state.stage is DECISION and state.dwell == 20 and state.acc_ema > 0.6  # tracked, never switched
+    state = StageState()
+    assert any(step(state, 1.0, 0.0, StageConfig(patience=5)) for _ in range(5))  # iterative: patience switches

@@ -2,23 +2,31 @@ import pytest
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig, Stage, clue_rewards, decision_rewards
-from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rl.advantages import RoleBaselines, group_normalize
 from vzero.rollout import RolloutEngine, build_batch
+from vzero.rollout.batch import score_samples
 
-GREEDY = Sampling(SamplingConfig(temperature=0, max_new_tokens=10), SamplingConfig(temperature=0, max_new_tokens=6))
+GREEDY = SamplingByStage(
+    SamplingConfig(temperature=0, max_new_tokens=10), SamplingConfig(temperature=0, max_new_tokens=6)
+)
 CONFIG = GameConfig(n_civilians=3, clue_rounds=2)
 
 
 @pytest.fixture(scope="module")
-def transcripts(random_policy):
+def rollout(random_policy):
     source = ClevrPairs(n=4, seed=7, size=(240, 160))
     return RolloutEngine(random_policy).play([source[i] for i in range(4)], CONFIG, GREEDY)
 
 
-def test_batch_matches_the_game_engine(transcripts):
+def batch_of(rollout, baselines):
+    return build_batch(rollout, score_samples(rollout.transcripts, baselines))
+
+
+def test_batch_matches_the_game_engine(rollout):
+    transcripts = rollout.transcripts
     baselines = RoleBaselines(alpha=0.9)
-    batch = build_batch(transcripts, baselines)
+    batch = batch_of(rollout, baselines)
     ref = RoleBaselines(alpha=0.9)
     k = 0
     for g, t in enumerate(transcripts):
@@ -42,15 +50,15 @@ def test_batch_matches_the_game_engine(transcripts):
     assert k == len(batch) and baselines.state_dict() == ref.state_dict()
 
 
-def test_scoring_the_same_games_twice_gives_the_same_rewards(transcripts):
+def test_scoring_the_same_games_twice_gives_the_same_rewards(rollout):
     # Rewards are the game's; only the explicit fold moves the baselines, so transcripts hold no training state.
     a, b = RoleBaselines(alpha=0.9), RoleBaselines(alpha=0.9)
-    first, second = build_batch(transcripts, a), build_batch(transcripts, b)
+    first, second = batch_of(rollout, a), batch_of(rollout, b)
     assert first.reward.tolist() == second.reward.tolist() and first.advantage.tolist() == second.advantage.tolist()
 
 
-def test_of_stages_keeps_the_active_stage_only(transcripts):
-    batch = build_batch(transcripts, RoleBaselines())
+def test_of_stages_keeps_the_active_stage_only(rollout):
+    batch = batch_of(rollout, RoleBaselines())
     clues = batch.of_stages({Stage.CLUE})
     votes = batch.of_stages({Stage.DECISION})
     assert len(clues) == 4 * CONFIG.n_players * CONFIG.clue_rounds and len(votes) == 4 * CONFIG.n_civilians

@@ -3,10 +3,10 @@ from types import SimpleNamespace
 import pytest
 
 from vzero.data.pairs import ClevrPairs
-from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rollout import GameRolloutDataModule
 
-FAST = Sampling(SamplingConfig(max_new_tokens=4), SamplingConfig(max_new_tokens=4))
+FAST = SamplingByStage(SamplingConfig(max_new_tokens=4), SamplingConfig(max_new_tokens=4))
 
 
 def datamodule(policy, rank=0, world=1, seed=0):
@@ -23,7 +23,7 @@ def datamodule(policy, rank=0, world=1, seed=0):
 
 
 def games(batch):
-    return [(t.turns[0].meta["index"], t.spy) for t in batch.transcripts]
+    return [(t.turns[0].meta["index"], t.spy) for t in batch.rollout.transcripts]
 
 
 def test_ranks_play_different_pairs_reproducibly(random_policy):

@@ -7,12 +7,15 @@ import pytest
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig, Stage
-from vzero.model.sampling import Sampling, SamplingConfig
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rl.advantages import RoleBaselines
 from vzero.rollout import RolloutEngine, build_batch
+from vzero.rollout.batch import score_samples
 from vzero.rollout.transcripts import turn_rows, write_transcripts
 
-SHORT = Sampling(SamplingConfig(temperature=1.0, max_new_tokens=6), SamplingConfig(temperature=1.0, max_new_tokens=4))
+SHORT = SamplingByStage(
+    SamplingConfig(temperature=1.0, max_new_tokens=6), SamplingConfig(temperature=1.0, max_new_tokens=4)
+)
 CONFIG = GameConfig(n_civilians=3, clue_rounds=2)
 
 
@@ -20,13 +23,12 @@ CONFIG = GameConfig(n_civilians=3, clue_rounds=2)
 def games(random_policy):
     source = ClevrPairs(n=2, seed=5, size=(120, 80))
     pairs = [source[0], source[1]]
-    transcripts = RolloutEngine(random_policy).play(pairs, CONFIG, SHORT, seeds=[3, 4], sample_seed=9)
-    return pairs, transcripts
+    return RolloutEngine(random_policy).play(pairs, CONFIG, SHORT, seeds=[3, 4], sample_seed=9)
 
 
 def test_rows_carry_every_turn_with_its_reward_and_the_batchs_advantage(games):
-    pairs, transcripts = games
-    batch = build_batch(transcripts, RoleBaselines(CONFIG.alpha))
+    transcripts = games.transcripts
+    batch = build_batch(games, score_samples(transcripts, RoleBaselines(CONFIG.alpha)))
     rows = turn_rows(transcripts, batch.game_advantages())
     assert len(rows) == len(batch) == 2 * (4 * 2 + 3)  # 4 players x 2 rounds of clues, 3 civilian votes
     assert [r["advantage"] for r in rows] == pytest.approx(batch.advantage.tolist())
@@ -41,7 +43,7 @@ def test_rows_carry_every_turn_with_its_reward_and_the_batchs_advantage(games):
 
 
 def test_the_page_embeds_the_pictures_and_escapes_model_text(games, tmp_path):
-    pairs, transcripts = games
+    pairs, transcripts = games.pairs, games.transcripts
     hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     first = transcripts[0]
     tampered = dataclasses.replace(first, samples=[dataclasses.replace(first.samples[0], text=hostile)])
@@ -55,6 +57,6 @@ def test_the_page_embeds_the_pictures_and_escapes_model_text(games, tmp_path):
 
 
 def test_pairs_and_transcripts_must_line_up(games, tmp_path):
-    pairs, transcripts = games
+    pairs, transcripts = games.pairs, games.transcripts
     with pytest.raises(ValueError, match="1 pairs for 2 transcripts"):
         write_transcripts(tmp_path, pairs[:1], transcripts, title="x")

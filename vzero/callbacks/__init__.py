@@ -4,7 +4,7 @@ and the progress bar."""
 from vzero.callbacks.progress import GameProgressBar
 from vzero.callbacks.stage import IterativeSPO
 from vzero.callbacks.transcripts import TrainingTranscripts, log_transcripts
-from vzero.callbacks.winrate import WinRateEvaluation, win_counts, win_rates
+from vzero.callbacks.winrate import WinRateEvaluation
 
 __all__ = [
     "GameProgressBar",
@@ -12,6 +12,4 @@ __all__ = [
     "TrainingTranscripts",
     "WinRateEvaluation",
     "log_transcripts",
-    "win_counts",
-    "win_rates",
 ]

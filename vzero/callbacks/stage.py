@@ -1,9 +1,10 @@
 """``IterativeSPO``: the callback that owns the stage of Iterative-SPO.
 
-Before each step it hands the module the active stage (``VisionZeroModule.stage``, the module's one input for it);
-after each step it sums the step's vote counts (the module's step output) over all ranks, updates the EMAs and switches
-stage by the paper's rule (:mod:`vzero.rl.stage`), so every rank switches on the same step. It checkpoints all of it:
-stage, EMAs, dwell count, plateau memory and the switches so far.
+It is the one owner of the stage. Before each step it hands the module the stages that step trains
+(``VisionZeroModule.trained_stages``: the stage under ``iterative``, the mode's own otherwise; :mod:`vzero.rl.stage`
+decides); after each step it sums the step's vote counts (the module's step output) over all ranks, updates the EMAs
+and, in ``iterative`` mode, switches stage by the paper's rule, so every rank switches on the same step. It
+checkpoints all of it: stage, EMAs, dwell count, plateau memory and the switches so far.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import lightning as L
 import torch
 
-from vzero.rl.stage import Plateau, StageConfig, StageState, step, track
+from vzero.rl.stage import Plateau, StageConfig, StageState, step, trained_stages
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class IterativeSPO(L.Callback):
         self._seen_eval_step: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        pl_module.stage = self.state.stage
+        pl_module.trained_stages = trained_stages(pl_module.mode, self.state.stage)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         counts = torch.tensor([outputs["votes"], outputs["correct"], outputs["na"]], dtype=torch.float64)
@@ -45,11 +46,7 @@ class IterativeSPO(L.Callback):
         acc, na_rate = (correct / votes, na / votes) if votes else (0.0, 0.0)
         self.plateau_pending |= self._plateau_check(trainer)
         before = self.state.stage
-        reason = None
-        if pl_module.mode == "iterative":
-            reason = step(self.state, acc, na_rate, self.config, plateau=self.plateau_pending)
-        else:
-            track(self.state, acc, na_rate, self.config.rho)
+        reason = step(self.state, acc, na_rate, self.config, pl_module.mode, plateau=self.plateau_pending)
         if reason is not None:
             event = {"step": trainer.global_step, "from": str(before), "to": str(self.state.stage)}
             self.switches.append({**event, "reason": reason})

@@ -69,12 +69,12 @@ class TrainingTranscripts(L.Callback):
         played = outputs.get("batch")
         if played is None:
             return
-        n = min(self.games, len(played.transcripts))
+        n = min(self.games, len(played.rollout.transcripts))
         log_transcripts(
             trainer,
             f"train-step{step:06d}",
-            played.pairs[:n],
-            played.transcripts[:n],
+            played.rollout.pairs[:n],
+            played.rollout.transcripts[:n],
             f"training step {step}: the policy against itself",
             played.game_advantages()[:n],
         )

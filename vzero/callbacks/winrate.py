@@ -1,103 +1,28 @@
 """``WinRateEvaluation``: the trained policy against the frozen reference (paper Fig. 6), with 95% intervals.
 
 Each evaluation plays ``games`` games on fixed held-out pairs with fixed seats and sampling keys, so curves compare
-across steps and runs: every pair is played twice, once with the trained policy as the civilians against the reference
-as the spy, and once with the roles swapped. Every turn of a half is one ``generate`` over all of a rank's games, the
-reference rows with the adapter off, and each row's sampling noise is keyed by the game and the turn, not by who plays
-it (:mod:`vzero.model.sampling`). So a policy evaluated against itself replays identical games in both halves and
-scores ``win_rate = 0.5`` exactly, with sampling on, for any number of games per rank; and every rank makes the same
-``generate`` calls (ranks with fewer games pad with uncounted ones), which FSDP's collectives need.
-
-The interval of each rate is Wilson's score interval at 95% over the games (or votes) it counts.
+across steps and runs: one match (:func:`vzero.rollout.match.play_match`: every pair twice, the trained policy as the
+civilians against the reference as the spy, then the roles swapped) over each rank's share of the pairs. A policy
+evaluated against itself scores ``win_rate = 0.5`` exactly, with sampling on, for any number of games per rank; and
+every rank makes the same ``generate`` calls (ranks with fewer games pad with uncounted ones), which FSDP's collectives
+need. The counts are summed over ranks before the rates and their 95% intervals are taken.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 
 import lightning as L
 import torch
 
 from vzero.callbacks.transcripts import log_transcripts
 from vzero.data.pairs import PairSource
-from vzero.game import Stage, Transcript
-from vzero.model.sampling import Sampling
+from vzero.model.sampling import SamplingByStage
 from vzero.rollout.engine import RolloutEngine
-from vzero.rollout.metrics import vote_counts
+from vzero.rollout.match import COUNT_KEYS, play_match, summary, win_counts, win_rates
 
 log = logging.getLogger(__name__)
-
-COUNT_KEYS = (
-    "games_civ",
-    "wins_civ",
-    "games_spy",
-    "wins_spy",
-    "votes",
-    "correct",
-    "na",
-    "clue_n",
-    "clue_len",
-    "dec_n",
-    "dec_len",
-)
-RATES = {  # rate -> (successes, trials) among the counts
-    "eval/win_rate": (("wins_civ", "wins_spy"), ("games_civ", "games_spy")),
-    "eval/win_rate_civilian": (("wins_civ",), ("games_civ",)),
-    "eval/win_rate_spy": (("wins_spy",), ("games_spy",)),
-    "eval/decision_acc": (("correct",), ("votes",)),
-    "eval/na_rate": (("na",), ("votes",)),
-}
-
-
-def wilson(successes: float, trials: float, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson's score interval for a proportion (95% by default); (0, 1) when there are no trials."""
-    if trials <= 0:
-        return 0.0, 1.0
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def win_counts(as_civilians: Sequence[Transcript], as_spy: Sequence[Transcript]) -> dict[str, float]:
-    """Sums over games where the trained side played the civilians, and where it played the spy."""
-    c = dict.fromkeys(COUNT_KEYS, 0.0)
-    c["games_civ"], c["wins_civ"] = len(as_civilians), sum(t.civilians_win for t in as_civilians)
-    c["games_spy"], c["wins_spy"] = len(as_spy), sum(not t.civilians_win for t in as_spy)
-    votes = vote_counts(as_civilians)  # the trained side casts these votes
-    c.update({k: float(votes[k]) for k in ("votes", "correct", "na")})
-    for t in [*as_civilians, *as_spy]:
-        for s in getattr(t, "samples", []):
-            if not s.reference:
-                key = "clue" if s.turn.stage == Stage.CLUE else "dec"
-                c[f"{key}_n"] += 1
-                c[f"{key}_len"] += len(s.completion_ids)
-    return c
-
-
-def win_rates(c: dict[str, float]) -> dict[str, float]:
-    """The logged metrics, from (possibly rank-summed) counts: each rate with its interval (``_lo``, ``_hi``)."""
-    out = {}
-    for name, (wins, games) in RATES.items():
-        k, n = sum(c[w] for w in wins), sum(c[g] for g in games)
-        out[name] = k / n if n else 0.0
-        out[f"{name}_lo"], out[f"{name}_hi"] = wilson(k, n)
-    out["eval/games"] = c["games_civ"] + c["games_spy"]
-    out["eval/len_clue"] = c["clue_len"] / c["clue_n"] if c["clue_n"] else 0.0
-    out["eval/len_decision"] = c["dec_len"] / c["dec_n"] if c["dec_n"] else 0.0
-    return out
-
-
-def summary(step: int, m: dict[str, float]) -> str:
-    """One readable line of an evaluation's results."""
-    return (
-        f"win rate vs reference at step {step}: {m['eval/win_rate']:.3f} "
-        f"[{m['eval/win_rate_lo']:.3f}, {m['eval/win_rate_hi']:.3f}] over {int(m['eval/games'])} games "
-        f"(as civilians {m['eval/win_rate_civilian']:.3f}, as spy {m['eval/win_rate_spy']:.3f}); "
-        f"votes: spy found {m['eval/decision_acc']:.3f}, N/A {m['eval/na_rate']:.3f}"
-    )
 
 
 class WinRateEvaluation(L.Callback):
@@ -123,7 +48,7 @@ class WinRateEvaluation(L.Callback):
         every_n_steps: int = 50,
         pairs: PairSource | None = None,
         seed: int = 2509,
-        sampling: Sampling | None = None,
+        sampling: SamplingByStage | None = None,
         at_end: bool = True,
         at_start: bool = False,
         transcripts: int = 8,
@@ -178,7 +103,6 @@ class WinRateEvaluation(L.Callback):
         stride = len(source) // n
         return [source[i * stride] for i in range(n)]
 
-    @torch.no_grad()
     def play_halves(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list, list]:
         """This rank's games, played once with the trained policy as the civilians and once as the spy (their pairs
         are then in :attr:`last_pairs`)."""
@@ -192,12 +116,8 @@ class WinRateEvaluation(L.Callback):
         mine += [mine[0] if mine else 0] * (math.ceil(len(pairs) / world) - counted)
         chosen, seeds = [pairs[i] for i in mine], [self.seed + i for i in mine]
         self.last_pairs = chosen[:counted]
-        engine = RolloutEngine(pl_module.policy)
-        with pl_module.policy.frozen():
-            as_civilians, as_spy = (
-                engine.play(chosen, config, sampling, seeds=seeds, reference=side, sample_seed=self.seed)[:counted]
-                for side in (lambda t: t.role == "spy", lambda t: t.role != "spy")
-            )
+        halves = play_match(RolloutEngine(pl_module.policy), chosen, config, sampling, seeds, self.seed)
+        as_civilians, as_spy = (half[:counted] for half in halves)
         return as_civilians, as_spy
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from vzero.cli.renamed import upgrade_settings
 from vzero.cli.runs import CheckpointError, load_checkpoint, load_trained_weights
 from vzero.cli.train import quiet
 from vzero.model import ModelConfig, load_vlm
@@ -33,10 +34,10 @@ log = logging.getLogger(__name__)
 def model_config(record: dict, ckpt_path: str | Path) -> ModelConfig:
     """The :class:`ModelConfig` of a checkpoint's ``hyper_parameters``, loaded unquantised (an adapter trained on
     quantised weights applies to the full-precision ones, which is what a merge needs)."""
-    fields = record.get("model")
+    fields = upgrade_settings(record).get("vlm")
     if not isinstance(fields, dict):
         raise CheckpointError(
-            f"{ckpt_path} has no model settings (hyper_parameters.model): it was written by an older vzero; "
+            f"{ckpt_path} has no model settings (hyper_parameters.vlm): it was written by an older vzero; "
             "load it with `vzero fit --ckpt_path` for one more step to write a checkpoint that has one"
         )
     return dataclasses.replace(ModelConfig.from_dict(fields), quantization="none", gradient_checkpointing=False)

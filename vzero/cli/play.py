@@ -20,11 +20,11 @@ import math
 
 import torch
 
-from vzero.callbacks import WinRateEvaluation, win_counts, win_rates
-from vzero.callbacks.winrate import summary
+from vzero.callbacks import WinRateEvaluation
 from vzero.cli.runs import CheckpointError, load_checkpoint, load_trained_weights
 from vzero.cli.train import VZeroCLI, quiet
 from vzero.rollout.engine import RolloutEngine
+from vzero.rollout.match import play_match, summary, win_counts, win_rates
 from vzero.rollout.metrics import vote_counts
 from vzero.rollout.transcripts import write_transcripts
 
@@ -74,8 +74,8 @@ def play(argv: list[str]) -> str:
         except CheckpointError as error:
             raise SystemExit(f"vzero play: error: {error}") from None
     module.to(args.device)
-    if module.policy.reference_model is not None:
-        module.policy.reference_model.to(args.device)
+    if module.policy.reference_copy is not None:
+        module.policy.reference_copy.to(args.device)
 
     n_pairs = math.ceil(args.games / 2) if args.against == "reference" else args.games
     try:
@@ -87,22 +87,16 @@ def play(argv: list[str]) -> str:
     sampling = evaluation.sampling or datamodule.sampling
     who = f"step {step} of {args.ckpt_path}" if args.ckpt_path else "the base model"
 
-    def games(reference=None):
-        return engine.play(
-            pairs, datamodule.game, sampling, seeds=seeds, reference=reference, sample_seed=evaluation.seed
-        )
-
-    with torch.no_grad(), module.policy.frozen():
-        if args.against == "self":
-            transcripts = games()
-            write_transcripts(args.out, pairs, transcripts, f"{who}, against itself")
-            line = self_summary(transcripts)
-        else:
-            as_civilians = games(lambda t: t.role == "spy")
-            as_spy = games(lambda t: t.role != "spy")
-            title = f"{who} against the frozen reference (games 1-{n_pairs}: as civilians; then as the spy)"
-            write_transcripts(args.out, [*pairs, *pairs], [*as_civilians, *as_spy], title)
-            line = summary(step, win_rates(win_counts(as_civilians, as_spy)))
+    if args.against == "self":
+        with torch.no_grad(), module.policy.frozen():
+            transcripts = engine.play(pairs, datamodule.game, sampling, seeds, sample_seed=evaluation.seed).transcripts
+        write_transcripts(args.out, pairs, transcripts, f"{who}, against itself")
+        line = self_summary(transcripts)
+    else:
+        as_civilians, as_spy = play_match(engine, pairs, datamodule.game, sampling, seeds, evaluation.seed)
+        title = f"{who} against the frozen reference (games 1-{n_pairs}: as civilians; then as the spy)"
+        write_transcripts(args.out, [*pairs, *pairs], [*as_civilians, *as_spy], title)
+        line = summary(step, win_rates(win_counts(as_civilians, as_spy)))
     print(line)
     print(f"wrote {args.out}/transcripts.html and transcripts.jsonl")
     return line

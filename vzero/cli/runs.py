@@ -1,9 +1,11 @@
 """Finding and reading a run back: its checkpoint folder, which checkpoint a resume means, and the checkpoint's
-record, settings and trained weights.
+record and trained weights.
 
 A checkpoint's ``hyper_parameters`` are the training module's arguments in plain types (the base model as the user
-named it, the LoRA settings, the loss, the mode), enough to rebuild the trained model; its ``vzero`` entry is the
-run record: vzero's version, the schedule's span and the MLflow run id, which a resumed run continues.
+named it, the LoRA settings, the loss, the mode, the decoding settings), enough to rebuild the trained model (older
+names are read by :func:`vzero.cli.renamed.upgrade_settings`); its ``vzero`` entry is the run record: vzero's version,
+the schedule's span and the MLflow run id, which a resumed run continues. A resume keeps the schedule's span
+(:func:`vzero.rl.schedule.check_resumed_span`, checked here before anything starts).
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ from pathlib import Path
 import torch
 from jsonargparse import Namespace
 
-from vzero.checkpoint import CheckpointError, VerifiedCheckpointIO
-
-WEIGHTS_PREFIX = "net."
-"""Trainable weights sit under ``net.`` in a checkpoint's ``state_dict`` (the module's attribute)."""
+from vzero.checkpoint import CheckpointError, VerifiedCheckpointIO, trained_weights
+from vzero.rl.schedule import check_resumed_span
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -38,12 +38,6 @@ def read_record(path: str | Path) -> dict:
     return record
 
 
-def trained_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The checkpoint's trainable tensors, named as in the model (``net.`` stripped)."""
-    state = checkpoint.get("state_dict") or {}
-    return {k[len(WEIGHTS_PREFIX) :]: v for k, v in state.items() if k.startswith(WEIGHTS_PREFIX)}
-
-
 def load_trained_weights(net: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
     """Load the checkpoint's trained weights into ``net``, which must train exactly those tensors; otherwise one
     :class:`CheckpointError` naming ``path`` and what does not fit."""
@@ -54,7 +48,7 @@ def load_trained_weights(net: torch.nn.Module, checkpoint: dict, path: str | Pat
         example = sorted(missing or unexpected)[0]
         raise CheckpointError(
             f"{path} does not fit the model: {len(missing)} trained weights missing, {len(unexpected)} unexpected "
-            f"(e.g. {example}); was it written with other model settings (model.lora, model.model.name_or_path)?"
+            f"(e.g. {example}); was it written with other model settings (model.vlm.lora, model.vlm.name_or_path)?"
         )
     net.load_state_dict(weights, strict=False)
 
@@ -69,13 +63,10 @@ def check_schedule(record: dict, cfg) -> None:
         explicit = schedule.get("init_args", Namespace()).get("steps")
     else:
         explicit = getattr(schedule, "steps", None)
-    if explicit is None and cfg.trainer.max_steps != saved:
-        raise SystemExit(
-            f"vzero fit: error: the checkpoint's learning-rate schedule spans {saved} steps, but trainer.max_steps is "
-            f"{cfg.trainer.max_steps}: resuming would jump the rate. Set model.schedule.steps={saved} to keep the "
-            f"schedule (later steps stay at its final rate), or model.schedule.steps={cfg.trainer.max_steps} to "
-            "re-stretch it on purpose"
-        )
+    try:
+        check_resumed_span(saved, explicit, cfg.trainer.max_steps)
+    except ValueError as error:
+        raise SystemExit(f"vzero fit: error: {error}") from None
 
 
 def run_folder(root: str | os.PathLike, run_name: str, run_id: str | None) -> Path:

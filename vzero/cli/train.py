@@ -4,12 +4,15 @@ Every key of a YAML config is a parameter of a class signature; help text comes 
 ``model``, ``data`` and ``trainer`` the config has:
 
 - ``stage``: the :class:`~vzero.rl.stage.StageConfig` of the :class:`~vzero.callbacks.IterativeSPO` callback (always
-  present: it owns the stage); ``phases``, its old name, still works and says so;
+  present: it owns the stage);
 - ``eval``: the :class:`~vzero.callbacks.WinRateEvaluation` callback;
 - ``checkpoint``: the ``ModelCheckpoint`` (adapter weights, optimizer, scheduler, callback and data state); each run
   writes into its own folder ``<checkpoint.dirpath>/<run name>-<run id>``;
 - ``transcripts``: the :class:`~vzero.callbacks.TrainingTranscripts` callback (off unless ``every_n_steps`` is set);
 - ``experiment``, ``run_name`` and ``tracking_uri``: where the run lands in MLflow.
+
+Keys renamed since (``phases``, ``model.model``, the flat decoding keys) still work and say what to write instead
+(:mod:`vzero.cli.renamed`).
 
 MLflow is the default logger: a local store under ``./mlruns`` (SQLite, with artifacts beside it), or any tracking
 server given by ``tracking_uri``. A run is tagged with its mode, domain, model, vzero version and git commit; its params
@@ -31,7 +34,6 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -43,6 +45,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from vzero import __version__
 from vzero.callbacks import GameProgressBar, IterativeSPO, TrainingTranscripts, WinRateEvaluation
 from vzero.checkpoint import CheckpointError, VerifiedCheckpointIO
+from vzero.cli.renamed import add_renamed, flatten, fold_renamed
 from vzero.cli.runs import check_schedule, read_record, resolve_checkpoint, run_folder
 from vzero.module import VisionZeroModule
 from vzero.rl.stage import StageConfig
@@ -80,17 +83,6 @@ def mlflow_logger(
         tags=tags,
         run_id=run_id,
     )
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 _LIGHTNING_GROUPS = ("trainer.", "checkpoint.")
@@ -203,9 +195,7 @@ class VZeroCLI(LightningCLI):
         parser.add_argument(
             "--tracking_uri", default=None, help="MLflow tracking URI, e.g. http://host:5000 (default: ./mlruns)."
         )
-        parser.add_argument(
-            "--phases", type=StageConfig | None, default=None, help="Deprecated: the old name of ``stage``."
-        )
+        add_renamed(parser)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -237,7 +227,7 @@ class VZeroCLI(LightningCLI):
             tags = {
                 "mode": cfg.model.mode,
                 "domain": _domain(self.datamodule),
-                "model": cfg.model.model.name_or_path if cfg.model.model else "tiny",
+                "model": cfg.model.vlm.name_or_path if cfg.model.vlm else "tiny",
                 "command": self.subcommand,
             }
             files = [str(f) for f in cfg.get("config") or []]
@@ -258,7 +248,7 @@ class VZeroCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        self._fold_phases(cfg)
+        fold_renamed(cfg)
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
             path = resolve_checkpoint(cfg.ckpt_path, cfg.checkpoint.dirpath, cfg.run_name)
             cfg.ckpt_path = str(path)
@@ -269,18 +259,6 @@ class VZeroCLI(LightningCLI):
                 raise SystemExit(f"vzero fit: error: ckpt_path: {error}") from None
             check_schedule(self.resumed[1], cfg)
             log.info("resuming from %s", path)
-
-    @staticmethod
-    def _fold_phases(cfg) -> None:
-        """Fold the deprecated ``phases`` key into ``stage``: the fields it sets win."""
-        if cfg.get("phases") is None:
-            return
-        log.warning("the config key 'phases' is deprecated: rename it to 'stage' (same fields)")
-        defaults = asdict(StageConfig())
-        for key, value in cfg.phases.as_dict().items():
-            if value != defaults[key]:
-                cfg[f"stage.{key}"] = value
-        cfg.phases = None
 
 
 class _Stderr(logging.StreamHandler):

@@ -26,7 +26,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 @dataclass(frozen=True)
-class LoraSettings:
+class LoraConfig:
     """A LoRA adapter. By default it adapts every linear layer of the language model and leaves the vision tower
     frozen and un-adapted."""
 
@@ -58,7 +58,7 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: str | None = None
     """E.g. ``sdpa``, ``flash_attention_2``, ``eager``; None lets transformers choose."""
-    lora: LoraSettings | None = field(default_factory=LoraSettings)
+    lora: LoraConfig | None = field(default_factory=LoraConfig)
     """None means a full fine-tune (a frozen copy then serves as the reference policy)."""
     quantization: Quantization = "none"
     """``8bit`` or ``4bit`` (nf4, double quantisation, bf16 compute) via bitsandbytes; needs LoRA."""
@@ -74,21 +74,23 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, fields: dict) -> ModelConfig:
         """The config that ``dataclasses.asdict`` turned into ``fields`` (LoRA settings included)."""
-        lora = fields.get("lora", LoraSettings())
-        return cls(**{**fields, "lora": LoraSettings(**lora) if isinstance(lora, dict) else lora})
+        lora = fields.get("lora", LoraConfig())
+        return cls(**{**fields, "lora": LoraConfig(**lora) if isinstance(lora, dict) else lora})
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+            raise ValueError(f"model.vlm.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.quantization not in ("none", "8bit", "4bit"):
-            raise ValueError(f"model.quantization must be 'none', '8bit' or '4bit', got {self.quantization!r}")
+            raise ValueError(f"model.vlm.quantization must be 'none', '8bit' or '4bit', got {self.quantization!r}")
         if self.quantization != "none" and self.lora is None:
             raise ValueError(
-                f"model.quantization={self.quantization!r} needs model.lora: quantised weights cannot be fine-tuned "
-                "directly (QLoRA trains an adapter on top of them)"
+                f"model.vlm.quantization={self.quantization!r} needs model.vlm.lora: quantised weights cannot be "
+                "fine-tuned directly (QLoRA trains an adapter on top of them)"
             )
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ValueError(f"model.min_pixels ({self.min_pixels}) exceeds model.max_pixels ({self.max_pixels})")
+            raise ValueError(
+                f"model.vlm.min_pixels ({self.min_pixels}) exceeds model.vlm.max_pixels ({self.max_pixels})"
+            )
 
 
 def load_vlm(config: ModelConfig | None = None, **overrides):
@@ -112,11 +114,11 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
             raise
         if _maybe_local(path):
             raise FileNotFoundError(
-                f"no such folder: {path} (model.model.name_or_path), and no hub model of that name either ({e})"
+                f"no such folder: {path} (model.vlm.name_or_path), and no hub model of that name either ({e})"
             ) from e
         if _hub_offline():
             raise OSError(
-                f"{path} (model.model.name_or_path) is not in the local Hugging Face cache, and the hub is offline "
+                f"{path} (model.vlm.name_or_path) is not in the local Hugging Face cache, and the hub is offline "
                 f"(HF_HUB_OFFLINE=1, the vzero command's default): set HF_HUB_OFFLINE=0 to download it, or fetch it "
                 f"first with `hf download {path}` ({e})"
             ) from e
@@ -143,7 +145,7 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
 
 
 def bound_pixels(processor, path: str, min_pixels: int | None, max_pixels: int | None):
-    """``processor`` with ``model.min_pixels`` / ``max_pixels`` applied in its family's own terms.
+    """``processor`` with ``model.vlm.min_pixels`` / ``max_pixels`` applied in its family's own terms.
 
     - Processors that resize to a pixel budget (Qwen2-VL, Qwen2.5-VL: ``min_pixels`` / ``max_pixels``, kept as the
       ``shortest_edge`` / ``longest_edge`` of their ``size``) take them as they are.
@@ -166,15 +168,15 @@ def bound_pixels(processor, path: str, min_pixels: int | None, max_pixels: int |
         high = max(1, max_pixels // tile) if max_pixels else image_processor.max_patches
         if low > high:
             raise ValueError(
-                f"model.min_pixels={min_pixels} and model.max_pixels={max_pixels} leave no whole number of "
+                f"model.vlm.min_pixels={min_pixels} and model.vlm.max_pixels={max_pixels} leave no whole number of "
                 f"{size.height}x{size.width} tiles for {type(image_processor).__name__} "
                 f"(at least {low}, at most {high})"
             )
         image_processor.min_patches, image_processor.max_patches = max(1, low), high
         return processor
     raise ValueError(
-        f"model.min_pixels / model.max_pixels mean nothing to {type(image_processor).__name__} ({path}): it has "
-        "neither a pixel budget nor a tile budget; leave them unset"
+        f"model.vlm.min_pixels / model.vlm.max_pixels mean nothing to {type(image_processor).__name__} ({path}): it "
+        "has neither a pixel budget nor a tile budget; leave them unset"
     )
 
 
@@ -183,7 +185,7 @@ def local_folder(name_or_path: str) -> str:
 
     A value that can only be a local path -- absolute, starting with ``~``, ``./`` or ``../`` (or ``.``/``..``
     itself), or with more than one separator (a hub id is ``name`` or ``namespace/name``) -- must be an existing folder,
-    else this raises ``FileNotFoundError("no such folder: <path> (model.model.name_or_path)")`` instead of letting
+    else this raises ``FileNotFoundError("no such folder: <path> (model.vlm.name_or_path)")`` instead of letting
     the hub client report a malformed repo id. ``~`` is expanded. A ``namespace/name`` value passes through (it may
     be a hub id), unless ``namespace`` is a local folder and the hub cannot serve it either: then loading says "no
     such folder" too (see :func:`load_vlm`).
@@ -193,7 +195,7 @@ def local_folder(name_or_path: str) -> str:
         return expanded
     if _must_be_local(name_or_path):
         kind = "not a folder" if os.path.exists(expanded) else "no such folder"
-        raise FileNotFoundError(f"{kind}: {name_or_path} (model.model.name_or_path)")
+        raise FileNotFoundError(f"{kind}: {name_or_path} (model.vlm.name_or_path)")
     return name_or_path
 
 
@@ -227,8 +229,9 @@ def is_vision(name: str) -> bool:
     return any(part in _VISION_NAMES for part in name.split("."))
 
 
-def _attach_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+def _attach_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     targets = []
     for name, module in model.named_modules():
@@ -240,7 +243,7 @@ def _attach_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
             targets.append(name)
     if not targets:
         raise ValueError(f"lora.target_modules={lora.target_modules!r} matched no linear layer of the model")
-    peft_config = LoraConfig(
+    peft_config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none"
     )
     return get_peft_model(model, peft_config)
@@ -256,7 +259,9 @@ def _bnb_config(quantization: Quantization):
         import bitsandbytes as bnb
         from transformers import BitsAndBytesConfig
     except ImportError as e:
-        raise RuntimeError(f"model.quantization={quantization!r} needs bitsandbytes, which fails to import: {e}") from e
+        raise RuntimeError(
+            f"model.vlm.quantization={quantization!r} needs bitsandbytes, which fails to import: {e}"
+        ) from e
     _check_bnb_runs(bnb, quantization)
     skip = [*_VISION_NAMES, "lm_head"]  # keep the vision tower and the output layer in full precision
     if quantization == "8bit":
@@ -282,6 +287,6 @@ def _check_bnb_runs(bnb, quantization: Quantization) -> None:
             bnb.functional.int8_vectorwise_quant(w.half() if device == "cuda" else w)
     except Exception as e:  # bitsandbytes raises many types where a backend is missing
         raise RuntimeError(
-            f"model.quantization={quantization!r}: bitsandbytes cannot run on this {device} "
+            f"model.vlm.quantization={quantization!r}: bitsandbytes cannot run on this {device} "
             f"({type(e).__name__}: {e}); use quantization='none'"
         ) from e

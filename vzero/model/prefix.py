@@ -2,8 +2,9 @@
 
 Within one rollout the weights do not change, and a player's next prompt repeats most of an earlier one: the chat
 header, the picture, the rules, the role and the clues already said. :class:`PrefixStore` keeps each prompt's keys and
-values after its prefill, by picture and policy side, and hands a later prompt the longest stored prefix it repeats
-token for token, so that its prefill computes only the rest (:func:`vzero.model.decode.decode` lays the batch out).
+values after its prefill, by picture and side (the weights that play the row), and hands a later prompt the longest
+stored prefix it repeats token for token, so that its prefill computes only the rest
+(:class:`vzero.model.decode.VzeroDecoder` lays the batch out).
 
 Keys and values depend on a token, its position and everything before it. The same tokens with the same picture get
 the same positions (Qwen-VL's multimodal positions depend only on the tokens before and the picture's grid), so the
@@ -19,25 +20,23 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from vzero.model.inputs import Side
 
-@dataclass
+
+@dataclass(frozen=True)
 class Prefix:
-    """What a batch takes from the store, row by row, and what its prefill gives back.
+    """What a batch takes from the store, row by row.
 
     ``lengths[i]`` leading prompt tokens of row ``i`` come from ``states[i]`` (``[layers, 2, heads, lengths[i],
-    head_dim]``: keys then values), none where it is 0. After the prefill, ``kept`` holds every row's whole prompt:
-    ``[layers, 2, B, heads, T, head_dim]``, row ``i``'s prompt in its first ``len(prompt)`` columns.
+    head_dim]``: keys then values), none where it is 0.
     """
 
     lengths: list[int]
     states: list[torch.Tensor | None]
-    picture_kwargs: dict = field(default_factory=dict)
-    """The model's picture arguments for ``picture_rows`` only, in their order."""
-    kept: torch.Tensor | None = None
 
     @property
     def picture_rows(self) -> list[int]:
@@ -66,17 +65,11 @@ class PrefixStore:
     """
 
     def __init__(self, budget_bytes: int, per_picture: int = 8) -> None:
-        if budget_bytes < 0:
-            raise ValueError(f"the prompt-reuse budget must be >= 0 bytes, got {budget_bytes}")
         self.budget_bytes, self.per_picture = budget_bytes, per_picture
-        self._groups: dict[tuple[int, bool], list[_Entry]] = {}  # per (picture, side): least recently used first
-        self._order: OrderedDict[int, tuple[int, bool]] = OrderedDict()  # id(entry) -> its group, LRU first
+        self._groups: dict[tuple[int, Side], list[_Entry]] = {}  # per (picture, side): least recently used first
+        self._order: OrderedDict[int, tuple[int, Side]] = OrderedDict()  # id(entry) -> its group, LRU first
         self._bytes = 0
         self._active = False
-        self.reused_tokens = 0
-        """Prompt tokens taken from the store instead of computed, since the store was made."""
-        self.prompt_tokens = 0
-        """Prompt tokens of every batch that looked in the store."""
 
     @property
     def active(self) -> bool:
@@ -105,7 +98,7 @@ class PrefixStore:
         self._bytes = 0
 
     def find(
-        self, prompts: Sequence[list[int]], pictures: Sequence[object], sides: Sequence[bool], picture_ends: list[int]
+        self, prompts: Sequence[list[int]], pictures: Sequence[object], sides: Sequence[Side], picture_ends: list[int]
     ) -> Prefix:
         """The longest stored prefix of each prompt, for the same picture and side (empty outside a session).
 
@@ -131,21 +124,20 @@ class PrefixStore:
             self._order.move_to_end(id(best))
             lengths.append(best_len)
             states.append(best.states[:, :, :, :best_len])
-        self.prompt_tokens += sum(len(p) for p in prompts)
-        self.reused_tokens += sum(lengths)
         return Prefix(lengths, states)
 
     def keep(
-        self, prompts: Sequence[list[int]], pictures: Sequence[object], sides: Sequence[bool], kept: torch.Tensor
+        self, prompts: Sequence[list[int]], pictures: Sequence[object], sides: Sequence[Side], states: torch.Tensor
     ) -> None:
-        """Store each row's prompt states (``kept``: ``[layers, 2, B, heads, T, head_dim]``, see :class:`Prefix`)."""
+        """Store each row's prompt states (``states``: ``[layers, 2, B, heads, T, head_dim]``, row ``i``'s prompt in
+        its first ``len(prompts[i])`` columns, as :class:`~vzero.model.decode.Decoded` carries them)."""
         if not self.active:
             return
         for i, (ids, picture, side) in enumerate(zip(prompts, pictures, sides)):
             group = self._group(picture, side)
             if any(len(e.ids) == len(ids) and e.ids.tolist() == list(ids) for e in group):
                 continue  # the same prompt again (a vote's samples): one copy serves them all
-            entry = _Entry(torch.tensor(ids), kept[:, :, i, :, : len(ids)].clone(), picture)
+            entry = _Entry(torch.tensor(ids), states[:, :, i, :, : len(ids)].clone(), picture)
             if entry.bytes > self.budget_bytes:
                 continue
             if len(group) >= self.per_picture:
@@ -157,7 +149,7 @@ class PrefixStore:
                 oldest, key = next(iter(self._order.items()))
                 self._drop(next(e for e in self._groups[key] if id(e) == oldest))
 
-    def _group(self, picture, side: bool) -> list[_Entry]:
+    def _group(self, picture, side: Side) -> list[_Entry]:
         # Entries hold their picture, so while a group has entries no other picture can have its id.
         return self._groups.setdefault((id(picture), side), [])
 

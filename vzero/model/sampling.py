@@ -60,8 +60,8 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """Sampling settings per stage."""
+class SamplingByStage:
+    """The sampling settings of each stage: one :class:`SamplingConfig` for the clue turns, one for the votes."""
 
     clue: SamplingConfig = SamplingConfig(max_new_tokens=256)
     decision: SamplingConfig = SamplingConfig(max_new_tokens=256)

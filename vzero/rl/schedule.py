@@ -41,3 +41,26 @@ class WarmupCosine:
 
     def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self.factor(s, total_steps))
+
+
+def schedule_span(schedule: WarmupCosine | None, max_steps: int | None) -> int | None:
+    """The optimizer steps ``schedule`` spans: its own ``steps``, else ``trainer.max_steps`` (None: no schedule)."""
+    if schedule is None:
+        return None
+    if schedule.fixed():
+        return schedule.steps
+    if not max_steps or max_steps < 0:
+        raise ValueError("model.schedule needs trainer.max_steps (the number of optimizer steps) to be set")
+    return max_steps
+
+
+def check_resumed_span(saved: int | None, steps: int | None, max_steps: int | None) -> None:
+    """A resumed run keeps its learning-rate schedule: with no explicit span (``steps``, the user's choice), a
+    ``trainer.max_steps`` other than the checkpoint's span ``saved`` would jump the rate mid-run, and is refused."""
+    if saved is None or steps is not None or max_steps == saved:
+        return
+    raise ValueError(
+        f"the checkpoint's learning-rate schedule spans {saved} steps, but trainer.max_steps is {max_steps}: "
+        f"resuming would jump the rate. Set model.schedule.steps={saved} to keep the schedule (later steps stay at "
+        f"its final rate), or model.schedule.steps={max_steps} to re-stretch it on purpose"
+    )

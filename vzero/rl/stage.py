@@ -12,8 +12,9 @@ Additions, both off by default: ``patience`` P forces a switch after P steps in 
 its algorithm never uses it), and a plateau trigger switches when a monitored metric has not improved by ``min_delta``
 for ``monitor_patience`` checks, in the manner of EarlyStopping. Neither switches before ``k_min`` steps.
 
-The training ``mode`` decides which stages' samples train in a step: both alternate under ``iterative``; ``clue`` and
-``decision`` are the paper's ablations; ``both`` trains every sample.
+The training ``mode`` decides which stages' samples train in a step, here and nowhere else: under ``iterative`` the
+stage of the switch rule, which only that mode switches; ``clue`` and ``decision`` are the paper's ablations and
+``both`` trains every sample, each with the EMAs still tracked for comparison.
 """
 
 from __future__ import annotations
@@ -27,17 +28,20 @@ from vzero.game import Stage
 
 Mode = Literal["iterative", "clue", "decision", "both"]
 MODES = ("iterative", "clue", "decision", "both")
+_FIXED = {"clue": frozenset({Stage.CLUE}), "decision": frozenset({Stage.DECISION}), "both": frozenset(Stage)}
+"""The stages each mode but ``iterative`` trains at every step."""
+
+
+def check_mode(mode: str) -> Mode:
+    """``mode``, if it is one of :data:`MODES`."""
+    if mode not in MODES:
+        raise ValueError(f"model.mode must be one of {MODES}, got {mode!r}")
+    return mode  # type: ignore[return-value]
 
 
 def trained_stages(mode: Mode, stage: Stage) -> frozenset[Stage]:
     """The stages whose samples carry gradient in a step of ``mode`` while the switch rule is in ``stage``."""
-    if mode == "iterative":
-        return frozenset({stage})
-    if mode == "both":
-        return frozenset(Stage)
-    if mode in ("clue", "decision"):
-        return frozenset({Stage(mode)})
-    raise ValueError(f"model.mode must be one of {MODES}, got {mode!r}")
+    return _FIXED.get(mode) or frozenset({stage})
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,17 @@ def track(state: StageState, acc: float, na: float, rho: float) -> None:
     state.dwell += 1
 
 
-def step(state: StageState, acc: float, na: float, config: StageConfig, plateau: bool = False) -> str | None:
-    """Fold one step's statistics into ``state`` (in place) and switch stage if a rule fires.
+def step(
+    state: StageState, acc: float, na: float, config: StageConfig, mode: Mode = "iterative", plateau: bool = False
+) -> str | None:
+    """Fold one step's statistics into ``state`` (in place) and, in ``iterative`` mode, switch stage if a rule fires
+    (the other modes train fixed stages, see :func:`trained_stages`, and only track).
 
     Returns the reason of the switch, or None. The stage applies from the next step on.
     """
     track(state, acc, na, config.rho)
+    if mode in _FIXED:
+        return None
     reason = None
     if state.dwell >= config.k_min:
         reason = _rule(state, config)

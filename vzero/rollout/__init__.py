@@ -1,7 +1,17 @@
-"""Batched multi-agent rollouts, the training batch they produce, and the data module that streams them."""
+"""Batched multi-agent rollouts, the training batch they produce, the data module that streams them, and the match of
+the trained policy against the reference."""
 
-from vzero.rollout.batch import TrainBatch, build_batch
+from vzero.rollout.batch import TrainBatch, build_batch, score_samples
 from vzero.rollout.datamodule import GameRolloutDataModule
-from vzero.rollout.engine import RolloutEngine, RolloutTranscript, TurnSample
+from vzero.rollout.engine import Rollout, RolloutEngine, RolloutTranscript, TurnSample
 
-__all__ = ["GameRolloutDataModule", "RolloutEngine", "RolloutTranscript", "TrainBatch", "TurnSample", "build_batch"]
+__all__ = [
+    "GameRolloutDataModule",
+    "Rollout",
+    "RolloutEngine",
+    "RolloutTranscript",
+    "TrainBatch",
+    "TurnSample",
+    "build_batch",
+    "score_samples",
+]

@@ -13,7 +13,6 @@ batch's games are folded into (averaged over ranks after every batch, so all ran
 from __future__ import annotations
 
 import logging
-import time
 
 import lightning as L
 import numpy as np
@@ -23,9 +22,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from vzero.data.pairs import ClevrPairs, PairSource
 from vzero.game import GameConfig
 from vzero.model.policy import Policy
-from vzero.model.sampling import Sampling
+from vzero.model.sampling import SamplingByStage
 from vzero.rl.advantages import RoleBaselines
-from vzero.rollout.batch import TrainBatch, build_batch
+from vzero.rollout.batch import TrainBatch, build_batch, score_samples
 from vzero.rollout.engine import RolloutEngine
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ class GameRolloutDataModule(L.LightningDataModule):
         self,
         pairs: PairSource | None = None,
         game: GameConfig = GameConfig(),
-        sampling: Sampling = Sampling(),
+        sampling: SamplingByStage = SamplingByStage(),
         games_per_step: int = 8,
         seed: int = 0,
     ) -> None:
@@ -64,7 +63,7 @@ class GameRolloutDataModule(L.LightningDataModule):
             raise ValueError(f"data.games_per_step must be >= 1, got {games_per_step}")
         self.pairs = pairs if pairs is not None else ClevrPairs()
         self.game = game or GameConfig()
-        self.sampling = sampling or Sampling()
+        self.sampling = sampling or SamplingByStage()
         self.games_per_step = games_per_step
         self.seed = seed
         self.position = 0
@@ -93,21 +92,13 @@ class GameRolloutDataModule(L.LightningDataModule):
         rng = np.random.default_rng(step_seed)
         picks = rng.choice(len(shard), size=self.games_per_step, replace=len(shard) < self.games_per_step)
         seats = rng.integers(0, 2**31 - 1, size=self.games_per_step)
-        start = time.perf_counter()
         pairs = [shard[int(i)] for i in picks]
-        load_seconds = time.perf_counter() - start
-        start, reused = time.perf_counter(), policy.prefixes.reused_tokens
         engine = RolloutEngine(policy)
-        transcripts = engine.play(pairs, self.game, self.sampling, seeds=seats.tolist(), sample_seed=step_seed)
-        rollout_seconds = time.perf_counter() - start
+        rollout = engine.play(pairs, self.game, self.sampling, seeds=seats.tolist(), sample_seed=step_seed)
         self.position += 1
-        batch = build_batch(transcripts, self.baselines)
+        scores = score_samples(rollout.transcripts, self.baselines)  # folds the games into the baselines, in order
         self._sync_baselines()
-        batch.timings = {"rollout": rollout_seconds, "pairs": load_seconds}
-        batch.pairs = pairs
-        batch.reused_prompt_tokens = policy.prefixes.reused_tokens - reused
-        batch.baselines = {"rae/b_spy": self.baselines.spy, "rae/b_civ": self.baselines.civilian}
-        return batch
+        return build_batch(rollout, scores, {"rae/b_spy": self.baselines.spy, "rae/b_civ": self.baselines.civilian})
 
     def _sync_baselines(self) -> None:
         """Average the baselines over ranks, so every rank continues from the same values."""

@@ -4,7 +4,8 @@
 pending turns line up, so each (round, speaker slot) is one batched ``generate`` over all B games, and the decision
 stage is one ``generate`` over every vote of every game (voters × G samples). Each game's pictures are preprocessed
 once and shared by all of its turns. Prompts are left-padded; the spy's turns carry the spy's picture (modified or
-blank), everyone else's the original.
+blank), everyone else's the original. A play returns one :class:`Rollout`: its transcripts with every turn's exact
+token ids, its wall time, and the prompt tokens it reused.
 
 Departure from the reference release: it generates one player at a time at batch size 1, and re-tokenises decoded text
 for training, so the EOS token is never learned. Here the sampled ids, EOS included, are what training scores.
@@ -17,18 +18,19 @@ boundary. Only that text changes; the sampled ids are kept as they are.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vzero.data.pairs.base import ImagePair, blank_like
 from vzero.game import Game, GameConfig, Transcript, Turn, play_games
-from vzero.model.inputs import Picture
+from vzero.model.inputs import Picture, Side
 from vzero.model.policy import Policy
-from vzero.model.sampling import Sampling, row_key
+from vzero.model.sampling import SamplingByStage, row_key
 from vzero.model.text import SafeText
 
-Side = Callable[[Turn], bool]
-"""Routes a turn to the reference policy (True) or the trained one (False); used by win-rate evaluation."""
+SideOf = Callable[[Turn], Side]
+"""Who plays a turn: the trained weights or the reference's; win-rate evaluation plays one role with each."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,8 @@ class TurnSample:
     """The picture the speaker saw (shared with the game's other turns, not copied)."""
     text: str
     """Decoded completion as the game got it, control-token spellings neutralised; for parsing and logs only."""
-    reference: bool = False
-    """True when the frozen reference policy produced it."""
+    side: Side = "trained"
+    """Who produced it: the trained weights or the reference's."""
     temperature: float = 1.0
     """The temperature its log-probs are scored at: the one it was sampled at (1 for greedy decoding)."""
 
@@ -57,11 +59,23 @@ class RolloutTranscript(Transcript):
     samples: list[TurnSample] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """What one play produced: its games, in the order of their pairs, and what playing them cost."""
+
+    pairs: list[ImagePair]
+    transcripts: list[RolloutTranscript]
+    seconds: float
+    """Wall time of the play, pictures' preprocessing included."""
+    reused_prompt_tokens: int = 0
+    """Prompt tokens whose keys and values came from earlier turns instead of being computed."""
+
+
 class RolloutEngine:
     """Plays batches of games with a :class:`~vzero.model.policy.Policy`.
 
     Args:
-        policy: generates and tokenises; its ``max_batch_size`` bounds each ``generate`` call.
+        policy: generates and tokenises; its ``decoding.max_batch_size`` bounds each decoding pass.
     """
 
     def __init__(self, policy: Policy) -> None:
@@ -72,22 +86,23 @@ class RolloutEngine:
         self,
         pairs: Sequence[ImagePair],
         config: GameConfig,
-        sampling: Sampling,
+        sampling: SamplingByStage,
         seeds: Sequence[int] | None = None,
-        reference: Side | None = None,
+        side_of: SideOf | None = None,
         sample_seed: int = 0,
-    ) -> list[RolloutTranscript]:
+    ) -> Rollout:
         """Play one game per pair, all at once, and score them (rewards; advantages are the batch builder's).
 
-        Every turn is one ``generate`` over all games, the reference policy's rows included (they run with the
-        adapter off in the same batch), so every rank makes the same calls whatever the roles.
+        Every turn is one ``generate`` over all games, the reference's rows included (they run with the adapter off in
+        the same batch), so every rank makes the same calls whatever the roles.
 
         Args:
             seeds: per-game seeds (they seat the spy); default ``0..B-1``.
-            reference: which turns the reference policy plays; None means the trained policy plays everything.
+            side_of: who plays each turn; None means the trained weights play everything.
             sample_seed: with the game's seed and the turn, keys each row's sampling noise: the same
-                ``(sample_seed, seeds)`` replay the same draws, whichever policy plays which turn.
+                ``(sample_seed, seeds)`` replay the same draws, whichever side plays which turn.
         """
+        start = time.perf_counter()
         seeds = list(range(len(pairs))) if seeds is None else list(seeds)
         if len(seeds) != len(pairs):
             raise ValueError(f"got {len(seeds)} seeds for {len(pairs)} pairs")
@@ -97,27 +112,30 @@ class RolloutEngine:
         ]
         pictures = self._pictures(pairs, games)
         samples: list[list[TurnSample]] = [[] for _ in games]
+        reused = 0
 
         def respond(turns: Sequence[Turn]) -> list[str]:
+            nonlocal reused
             stage_sampling = sampling.for_stage(turns[0].stage)
-            flags = [bool(reference and reference(t)) for t in turns]
+            sides: list[Side] = [side_of(t) if side_of else "trained" for t in turns]
             keys = [row_key(sample_seed, seeds[t.game], str(t.stage), t.round, t.player, t.sample) for t in turns]
             pics = [pictures[t.game][t.view] for t in turns]
-            prompts = [self.policy.prompt_ids(t.messages, p) for t, p in zip(turns, pics)]
-            comps, _ = self.policy.generate(prompts, pics, stage_sampling, keys=keys, reference=flags)
-            texts = [self.safe_text(self.policy.decode(c.ids)) for c in comps]
-            for t, prompt, pic, comp, text, flag in zip(turns, prompts, pics, comps, texts, flags):
-                samples[t.game].append(
-                    TurnSample(t, prompt, comp.ids, comp.truncated, pic, text, flag, stage_sampling.scoring_temperature)
-                )
+            prompts = [self.policy.inputs.prompt_ids(t.messages, p) for t, p in zip(turns, pics)]
+            comps = self.policy.generate(prompts, pics, stage_sampling, keys=keys, sides=sides)
+            texts = [self.safe_text(self.policy.inputs.text(c.ids)) for c in comps]
+            temperature = stage_sampling.scoring_temperature
+            for t, prompt, pic, comp, text, side in zip(turns, prompts, pics, comps, texts, sides):
+                samples[t.game].append(TurnSample(t, prompt, comp.ids, comp.truncated, pic, text, side, temperature))
+            reused += sum(c.reused for c in comps)
             return texts
 
         with self.policy.rollout():  # the weights stay as they are: prompts' states can be reused across turns
             play_games(games, respond)
-        out = []
-        for g, game in enumerate(games):
-            out.append(RolloutTranscript(**vars(game.transcript()), samples=samples[g]))  # both in play order
-        return out
+        transcripts = [
+            RolloutTranscript(**vars(game.transcript()), samples=samples[g])  # both in play order
+            for g, game in enumerate(games)
+        ]
+        return Rollout(list(pairs), transcripts, time.perf_counter() - start, reused)
 
     def _pictures(self, pairs: Sequence[ImagePair], games: Sequence[Game]) -> list[dict[str, Picture]]:
         """Preprocess every picture a game shows, once, in one batched call."""
@@ -128,7 +146,7 @@ class RolloutEngine:
                 wanted.append((g, view))
                 image = {"original": pair.original, "modified": pair.modified}.get(view)
                 images.append(image or blank_like(pair.original))
-        encoded = self.policy.pictures(images)
+        encoded = self.policy.inputs.pictures(images)
         out: list[dict[str, Picture]] = [{} for _ in games]
         for (g, view), pic in zip(wanted, encoded):
             out[g][view] = pic

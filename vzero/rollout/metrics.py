@@ -45,10 +45,14 @@ def vote_counts(transcripts: Sequence[Transcript]) -> dict[str, int]:
     return counts
 
 
-def rollout_metrics(batch: TrainBatch) -> dict[str, tuple[float, float]]:
-    """Decision accuracy and N/A rate (the stage rule's inputs), invalid rates, rewards, baselines-free lengths."""
+def rollout_metrics(batch: TrainBatch, votes: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """Decision accuracy and N/A rate (the stage rule's inputs), invalid rates, rewards, baselines-free lengths.
+
+    Args:
+        votes: the batch's :func:`vote_counts`.
+    """
     clues, spy_r, civ_r, dec_r = [], [], [], []
-    for t in batch.transcripts:
+    for t in batch.rollout.transcripts:
         clues.extend(c for rnd in t.clues for c in rnd)
         spy_r.append(t.clue_rewards[t.spy])
         civ_r.extend(r for p, r in enumerate(t.clue_rewards) if p != t.spy)
@@ -57,8 +61,7 @@ def rollout_metrics(batch: TrainBatch) -> dict[str, tuple[float, float]]:
     for s in batch.samples:
         lengths[s.turn.stage].append(float(len(s.completion_ids)))
     gen_tokens = sum(len(s.completion_ids) for s in batch.samples)
-    rollout_s = batch.timings.get("rollout", 0.0)
-    votes = vote_counts(batch.transcripts)
+    rollout_s = batch.rollout.seconds
     return {
         "decision/acc": _ratio(votes["correct"], votes["votes"]),
         "decision/na_rate": _ratio(votes["na"], votes["votes"]),
@@ -73,5 +76,5 @@ def rollout_metrics(batch: TrainBatch) -> dict[str, tuple[float, float]]:
         "len/truncated_frac": _mean([float(s.truncated) for s in batch.samples]),
         "perf/gen_tokens_per_s": (gen_tokens / rollout_s if rollout_s else 0.0, 1.0),
         # The share of prompt tokens whose keys and values came from an earlier turn (vzero.model.prefix).
-        "perf/prompt_reuse": _ratio(batch.reused_prompt_tokens, sum(len(s.prompt_ids) for s in batch.samples)),
+        "perf/prompt_reuse": _ratio(batch.rollout.reused_prompt_tokens, sum(len(s.prompt_ids) for s in batch.samples)),
     }

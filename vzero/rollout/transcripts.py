@@ -61,7 +61,7 @@ def turn_rows(
                     "role": turn.role,
                     "sample": turn.sample,
                     "view": turn.view,
-                    "side": "reference" if s.reference else "trained",
+                    "side": s.side,
                     "prompt_len": len(s.prompt_ids),
                     "completion_len": len(s.completion_ids),
                     "completion": s.text,

@@ -7,7 +7,7 @@ reuse the embedded tiny model's tokenizer (InternVL's gets its own image tokens 
 every family through the whole path in tests::
 
     python -m vzero.tiny.families internvl /tmp/toy-internvl
-    vzero fit --config configs/tiny.yaml --model.model.name_or_path /tmp/toy-internvl
+    vzero fit --config configs/tiny.yaml --model.vlm.name_or_path /tmp/toy-internvl
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def _scene_info(scene: dict, picture: Picture, size: tuple[int, int]) -> _Scene:
 def _games(policy: Policy, pairs, first: int, n: int) -> list[tuple[dict, list[_Scene]]]:
     """Games ``first .. first + n - 1``: each one's meta and its pictures, original then modified."""
     chosen = [pairs[i] for i in range(first, first + n)]  # each access renders, so once
-    pics = iter(policy.pictures([img for p in chosen for img in (p.original, p.modified)]))
+    pics = iter(policy.inputs.pictures([img for p in chosen for img in (p.original, p.modified)]))
     return [
         (p.meta, [_scene_info(p.meta[k], next(pics), IMAGE_SIZE) for k in ("scene", "modified_scene")]) for p in chosen
     ]
@@ -193,7 +193,7 @@ def _chunk(policy: Policy, games: list, first: int, rng: random.Random, cfg: Pre
         for turn, target in turns:
             info = scenes[turn.view == "modified"]
             ids = policy.processor.tokenizer(target + eos, add_special_tokens=False).input_ids
-            samples.append(_Sample(policy.prompt_ids(turn.messages, info.picture), ids, info))
+            samples.append(_Sample(policy.inputs.prompt_ids(turn.messages, info.picture), ids, info))
     return samples
 
 
@@ -232,7 +232,7 @@ def _step_loss(policy: Policy, head, batch: list[_Sample], radius: int) -> tuple
     for s in batch:
         h, w = int(s.scene.picture.grid[1]) // 2, int(s.scene.picture.grid[2]) // 2
         embeds.append(feats[id(s.scene)][_spread(h, w, s.scene.cells, radius)] if radius > 0 else feats[id(s.scene)])
-    inputs = policy.pack([s.prompt for s in batch], [s.scene.picture for s in batch], [s.target for s in batch])
+    inputs = policy.inputs.pack([s.prompt for s in batch], [s.scene.picture for s in batch], [s.target for s in batch])
     inputs.pixel_values, inputs.image_embeds = None, tuple(embeds)
     logp = policy.logprobs(inputs)  # [B, C]
     naming = _naming_loss(head, torch.cat(list(feats.values())), torch.cat([s.labels for s in scenes]))
@@ -350,7 +350,7 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
     ``clue_X_blind`` (the best constant answer, chosen on these very turns: the most a model blind to the picture
     could score)."""
     chosen = [pairs[i] for i in indices]  # each access renders, so once
-    pics = policy.pictures([img for p in chosen for img in (p.original, p.modified)])
+    pics = policy.inputs.pictures([img for p in chosen for img in (p.original, p.modified)])
     games = [Game(config, "clevr", seed=i, meta=p.meta, index=k) for k, (i, p) in enumerate(zip(indices, chosen))]
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=48)
     counts, targets = Counter(), []
@@ -359,8 +359,8 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
 
     def answer(turns):
         shown = [pics[2 * t.game + (t.view == "modified")] for t in turns]
-        comps, _ = policy.generate([policy.prompt_ids(t.messages, p) for t, p in zip(turns, shown)], shown, greedy)
-        texts = [policy.decode(c.ids) for c in comps]
+        comps = policy.generate([policy.inputs.prompt_ids(t.messages, p) for t, p in zip(turns, shown)], shown, greedy)
+        texts = [policy.inputs.text(c.ids) for c in comps]
         for t, text in zip(turns, texts):
             if t.stage == "decision":
                 counts["votes"] += 1
