@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ["vzero.offline"],  # environment defaults that keep a run offline (imports nothing)
     ["vzero.game"],  # rules, prompts, parsing, rewards (no torch)
-    ["vzero.data", "vzero.rl"],  # pair sources; RL maths and the stage rule
-    ["vzero.model"],  # loading any HF model, the Policy wrapper, sampling
-    ["vzero.rollout", "vzero.tiny"],  # the engine, batch and data module; the embedded toy model
-    ["vzero.checkpoint"],  # verified, atomic checkpoint files; the random state a resume restores
+    ["vzero.data", "vzero.rl"],  # pair sources; RL maths, the non-finite guard, the stage rule and the modes
+    ["vzero.model"],  # loading any HF model, model inputs, the Policy, the decoders, the prompt store, sampling
+    ["vzero.rollout", "vzero.tiny"],  # the engine, the match, the batch and data module; the embedded toy model
+    ["vzero.checkpoint"],  # verified, atomic checkpoint files and what they hold; the random state a resume restores
     ["vzero.module", "vzero.callbacks"],  # Lightning glue
     ["vzero.cli"],  # commands
-    ["vzero.__main__"],
+    ["vzero.__main__"],  # `vzero`: one function per command
 ]
 RANK = {package: rank for rank, line in enumerate(LAYERS) for package in line}
 
@@ -121,3 +121,20 @@ def test_function_local_and_relative_imports_are_seen(tmp_path):
     path.write_text("def f():\n    from vzero.tiny import resolve\n\nfrom .batch import TrainBatch\n")
     known = {"vzero.tiny": path, "vzero.rollout.batch": path, "vzero.rollout.engine": path}
     assert imports("vzero.rollout.engine", path, known) == {"vzero.tiny", "vzero.rollout.batch"}
+
+
+def test_the_readme_layout_lists_the_layers_top_down():
+    """Each ``vzero/...`` line of the README's Layout block names the packages of one layer, highest first."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    lines = []
+    for line in block.splitlines():
+        if line.startswith("vzero/"):
+            names = [n.strip() for n in line[:32].split(",")]
+            lines.append(["vzero." + n.removeprefix("vzero/").removesuffix("/").removesuffix(".py") for n in names])
+    dotted = [[n.replace("/", ".") for n in line] for line in lines]
+    assert len(dotted) == len(LAYERS)
+    for readme_line, layer in zip(dotted, reversed(LAYERS)):
+        assert len(readme_line) == len(layer) and all(
+            any(name == p or name.startswith(p + ".") for name in readme_line) for p in layer
+        ), (readme_line, layer)
