@@ -118,7 +118,7 @@ def one_update(rank, world, aggregation):
     module.__dict__["policy"] = SimpleNamespace(
         logprobs=lambda inputs, temps: torch.nn.functional.logsigmoid(net(inputs.features))[..., 0]  # [b, C]
     )
-    module.trainer = SimpleNamespace(strategy=strategy, world_size=world, global_step=0)
+    module.trainer = SimpleNamespace(strategy=strategy, world_size=world, global_step=0, is_global_zero=rank == 0)
     module.optimizers = lambda: opt
     module.lr_schedulers = lambda: sched
     module.manual_backward = lambda loss: loss.backward()
