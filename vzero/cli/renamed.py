@@ -64,7 +64,7 @@ def upgrade_settings(settings: dict) -> dict:
         key = old.removeprefix(MODULE)
         if not old.startswith(MODULE) or key not in out:
             continue
-        log.warning("the checkpoint's setting '%s' is read as '%s' (its name since)", key, new.removeprefix(MODULE))
+        log.warning("the checkpoint's setting '%s' is read as '%s' (renamed since)", key, new.removeprefix(MODULE))
         group, _, field = new.removeprefix(MODULE).partition(".")
         value = out.pop(key)
         out[group] = {**(out.get(group) or {}), field: value} if field else value
