@@ -14,6 +14,7 @@ LAYERS = [
     ["vzero.offline"],  # environment defaults that keep a run offline (imports nothing)
     ["vzero.game"],  # rules, prompts, parsing, rewards (no torch)
     ["vzero.data", "vzero.rl"],  # pair sources; RL maths, the non-finite guard, the stage rule and the modes
+    ["vzero.suites"],  # question suites with exact answers (no torch)
     ["vzero.model"],  # loading any HF model, model inputs, the Policy, the decoders, the prompt store, sampling
     ["vzero.rollout", "vzero.tiny"],  # the engine, the match, the batch and data module; the embedded toy model
     ["vzero.checkpoint"],  # verified, atomic checkpoint files and what they hold; the random state a resume restores
