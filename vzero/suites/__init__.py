@@ -6,7 +6,7 @@ Three suites are generated from the pair sources' own metadata, on pictures held
 - ``clevr-diff`` (:mod:`vzero.suites.clevr_diff`): what changed between a game's two pictures.
 - ``chart-qa`` (:mod:`vzero.suites.chart_qa`): ChartQA-style numeric questions about one chart.
 
-Every question asks for its answer inside
+A user's own suite is a JSONL file (:mod:`vzero.suites.jsonl`). Every question asks for its answer inside
 ``\\boxed{}``; :meth:`Suite.score` reads and compares it (:mod:`vzero.suites.score`), and :meth:`Suite.chance` and
 :meth:`Suite.blind` give the two baselines its accuracy is read against.
 """
@@ -21,6 +21,7 @@ from vzero.suites.base import Suite, Tally
 from vzero.suites.chart_qa import chart_qa
 from vzero.suites.clevr_diff import clevr_diff
 from vzero.suites.clevr_qa import clevr_qa
+from vzero.suites.jsonl import load_jsonl
 from vzero.suites.question import Question, SuiteError
 from vzero.suites.score import score
 
@@ -62,6 +63,8 @@ def load_suite(
     """A suite by name (generated with ``n``, ``seed``, ``size``) or from a JSONL file (read with ``on_error``)."""
     if isinstance(spec, str) and spec in SUITES:
         return make_suite(spec, n, seed, size)
+    if isinstance(spec, (str, Path)) and (Path(spec).suffix.lower() == ".jsonl" or Path(spec).exists()):
+        return load_jsonl(spec, on_error)
     raise SuiteError(f"{spec!r} is neither a suite name ({', '.join(sorted(SUITES))}) nor a .jsonl file")
 
 
@@ -71,6 +74,7 @@ __all__ = [
     "Suite",
     "SuiteError",
     "Tally",
+    "load_jsonl",
     "load_suite",
     "make_suite",
     "score",
