@@ -107,7 +107,7 @@ def test_object_descriptions_need_every_attribute_the_reference_names():
     assert score(_box("blue ball"), became)[0] and score(_box("a small blue metal sphere"), became)[0]
     assert not score(_box("blue"), became)[0] and not score(_box("sphere"), became)[0]
     assert attributes("tiny matte balls") == {"size": "small", "material": "rubber", "shape": "sphere"}
-    assert attributes("red or blue") is None and attributes("red blue") is None
+    assert attributes("red or blue") is None and attributes("red blue") is None and attributes("2 red cubes") is None
 
 
 def test_a_choice_answers_by_its_text_or_its_letter():

@@ -7,7 +7,7 @@ Kinds (``answer`` in brackets):
 - ``largest``, ``smallest``: "Which month has the largest value of Actual?" [a category], asked only where the extreme
   stands out by at least 5% of the chart's peak.
 - ``compare``: "Is the value for Mar greater than the value for May?" [yes / no], asked only of two values at least
-  10% of the peak apart; ``greater`` and ``less`` are both used and the answers balanced.
+  10% of the peak apart; ``greater`` and ``less`` are both used, and yes / no balanced within each.
 
 The pictures are the originals of ``ChartPairs(..., seed).held_out(...)`` (the win-rate evaluation's held-out stream),
 six questions per chart (a value or share and a comparison twice each, about different values, then the
@@ -130,10 +130,11 @@ def _ask(kind: str, pair: ImagePair, p: int, rng: np.random.Generator, counts: C
             if abs(values[a] - values[b]) >= COMPARE_GAP * peak and (name, min(a, b), max(a, b)) not in used:
                 for word in ("greater", "less"):
                     truth = values[a] > values[b] if word == "greater" else values[a] < values[b]
-                    options.setdefault("yes" if truth else "no", []).append((name, a, b, word))
+                    options.setdefault(f"{'yes' if truth else 'no'}|{word}", []).append((name, a, b, word))
     if not options:
         return None
-    answer, (name, a, b, word) = balanced_choice(rng, counts, options)
+    key, (name, a, b, word) = balanced_choice(rng, counts, options)  # yes / no balanced within each wording
+    answer = key.partition("|")[0]
     used.add((name, min(a, b), max(a, b)))
     if chart == "pie":
         text = f"Is the share of {categories[a]} {word} than the share of {categories[b]}?"

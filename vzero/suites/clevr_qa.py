@@ -11,7 +11,8 @@ Kinds (``answer`` in brackets):
 The pictures are the originals of ``ClevrPairs(..., seed).held_out(...)``: the stream the win-rate evaluation draws
 from, never a training picture. Each picture gets three questions of successive kinds (each kind comes round every
 seven pictures), and within a kind the answer is chosen first, least used so far, among those the picture allows
-(:func:`vzero.suites.base.balanced_choice`), then a question with that answer.
+(:func:`vzero.suites.base.balanced_choice`), then a question with that answer. Yes and no are balanced within each
+phrasing too (per number of attributes an ``exists`` question names; per ``more`` / ``fewer`` / ``same``).
 
 Where this departs from CLEVR: filters name one to three attributes and no spatial relations (CLEVR's "left of",
 "behind" families and its chained programs are left out); compared sets may not contain one another ("more red cubes
@@ -72,7 +73,8 @@ def clevr_qa(n: int = 500, seed: int = 0, size: tuple[int, int] = (240, 160)) ->
             options = _options(kind, objects, rng)
             if not any(options.values()):
                 continue
-            answer, (text, program) = balanced_choice(rng, counts[kind], options)
+            key, (text, program) = balanced_choice(rng, counts[kind], options)
+            answer = key.partition("|")[0]
             questions.append(_question(pair, p, kind, answer, text, program))
             if len(questions) == n:
                 return Suite("clevr-qa", questions)
@@ -92,7 +94,11 @@ def _question(pair: ImagePair, p: int, kind: str, answer: str, text: str, progra
 
 
 def _options(kind: str, objects: list[dict[str, Any]], rng: np.random.Generator) -> dict[str, list]:
-    """Every answer the picture allows for ``kind``, each with its ``(text, program)`` candidates."""
+    """Every answer the picture allows for ``kind``, each with its ``(text, program)`` candidates.
+
+    The yes / no kinds key their answers by phrasing as well (``"no|3"``: no, with three attributes named;
+    ``"yes|fewer"``), so that they are balanced within each phrasing and the wording does not give the answer away.
+    """
     options: dict[str, list] = {}
     if kind == "count":
         for f in _FILTERS:
@@ -101,18 +107,17 @@ def _options(kind: str, objects: list[dict[str, Any]], rng: np.random.Generator)
     elif kind == "exists":
         for f in _FILTERS:
             answer = "yes" if count(objects, f) else "no"
-            options.setdefault(answer, []).append((f"Is there a {phrase(f)}?", {"filter": f}))
+            options.setdefault(f"{answer}|{len(f)}", []).append((f"Is there a {phrase(f)}?", {"filter": f}))
     elif kind == "compare":
         for i, j in rng.integers(len(_SMALL_FILTERS), size=(200, 2)):
             fa, fb = _SMALL_FILTERS[i], _SMALL_FILTERS[j]
             a, b = count(objects, fa), count(objects, fb)
             if _contains(fa, fb) or _contains(fb, fa) or a + b == 0:
                 continue
-            variant = str(rng.choice(list(_COMPARE)))
-            template, rule = _COMPARE[variant]
-            text = template.format(phrase(fa, plural=True), phrase(fb, plural=True))
-            program = {"variant": variant, "filters": [fa, fb]}
-            options.setdefault("yes" if rule(a, b) else "no", []).append((text, program))
+            for variant, (template, rule) in _COMPARE.items():
+                text = template.format(phrase(fa, plural=True), phrase(fb, plural=True))
+                program = {"variant": variant, "filters": [fa, fb]}
+                options.setdefault(f"{'yes' if rule(a, b) else 'no'}|{variant}", []).append((text, program))
     else:
         attribute = kind.removeprefix("query_")
         for k, obj in enumerate(objects):

@@ -108,7 +108,7 @@ def attributes(text: str) -> dict[str, str] | None:
     """The CLEVR attributes ``text`` names (``{"size": "large", "shape": "cube"}``); None if it names one twice
     with different values or holds a word that is neither a value nor filler."""
     found: dict[str, str] = {}
-    for word in re.findall(r"[a-z']+", normalize(text)):
+    for word in re.findall(r"[a-z0-9']+", normalize(text)):
         word = SYNONYMS.get(word, word)
         if word in ATTRIBUTE_OF:
             if found.setdefault(ATTRIBUTE_OF[word], word) != word:
@@ -124,8 +124,8 @@ def canonical(answer: str, question: Question | None = None) -> str:
     text = normalize(answer)
     if question is not None and question.choices:
         text = _choice(text, question.choices)
-    value = number(text) if _NUMBER.fullmatch(text) and not _NUMBER.fullmatch(text).group(3) else None
-    return text if value is None else repr(value)
+    m = _NUMBER.fullmatch(text)
+    return repr(number(text)) if m is not None and not m.group(3) else text
 
 
 def _choice(text: str, choices: tuple[str, ...]) -> str:
