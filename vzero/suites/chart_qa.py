@@ -10,9 +10,8 @@ Kinds (``answer`` in brackets):
   10% of the peak apart; ``greater`` and ``less`` are both used, and yes / no balanced within each.
 
 The pictures are the originals of ``ChartPairs(..., seed).held_out(...)`` (the win-rate evaluation's held-out stream),
-six questions per chart (a value or share and a comparison twice each, about different values, then the
-largest and the smallest). Category answers and yes / no are balanced greedily
-(:func:`vzero.suites.base.balanced_choice`).
+six questions per chart: a value or share and a comparison twice each (about different values), the largest and the
+smallest once. Category answers and yes / no are balanced greedily (:func:`vzero.suites.base.balanced_choice`).
 
 Numbers follow ChartQA's relaxed accuracy: a number within 5% of the answer is right. Where a chart prints values they
 are rounded to the table's precision (0 or 1 decimal, pie percentages to whole numbers), so the tolerance is never
