@@ -1,4 +1,5 @@
-"""Shared fixtures: the embedded tiny model, built once into the cache and loaded per test module."""
+"""Shared fixtures: the embedded tiny models (``tiny`` shipped, ``tiny-random`` built once into the cache), loaded per
+test module."""
 
 import os
 
@@ -18,7 +19,7 @@ def tiny_random_path() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_path() -> str:
-    """The pretrained tiny model (built once, then cached: a few minutes on 2 cores the first time)."""
+    """The pretrained tiny model, shipped in the package (verified against its manifest on load)."""
     from vzero.tiny import resolve
 
     return resolve("tiny")

@@ -1,9 +1,11 @@
-"""Where the tiny models live: names resolved to cached folders, each built once under a fingerprint of its recipe.
+"""Where the tiny models live: ``tiny`` ships inside the package, ``tiny-random`` is built once into a cache.
 
-``tiny-random`` and ``tiny`` resolve to folders in ``$VZERO_CACHE`` (default ``~/.cache/vzero``). A folder's name
-carries a hash of the source of every module that decides what the model contains (the builder, the tokenizer and the
-prompts it is trained on, the renderer, the pretraining stage and the policy it trains through), so a changed recipe
-is rebuilt rather than a stale cache reused, while moving a module without changing it keeps the cache.
+``tiny`` resolves to the package's own folder (:mod:`vzero.tiny.manifest`), its files checked against their manifest
+of SHA-256s on every load; nothing is built or downloaded. ``tiny-random`` resolves to a folder in ``$VZERO_CACHE``
+(default ``~/.cache/vzero``) whose name carries a hash of the source of every module that decides what the model
+contains (the builder, the tokenizer and the prompts it is trained on, the renderer), so a changed recipe is rebuilt
+rather than a stale cache reused, while moving a module without changing it keeps the cache. The same hash over the
+pretraining recipe is recorded in the shipped manifest, to tell which code built the shipped weights.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from types import ModuleType
 from vzero.data.pairs import clevr, clevr_render
 from vzero.game import prompts
 from vzero.model import decode, inputs, policy, step
-from vzero.tiny import build, pretrain, tokenizer
+from vzero.tiny import build, manifest, pretrain, tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ def cache_dir() -> Path:
 
 
 def resolve(name_or_path: str) -> str:
-    """Map ``tiny`` / ``tiny-random`` to their cached folders (building them once); pass anything else through."""
+    """Map ``tiny`` to the shipped folder and ``tiny-random`` to its cached one (built once); pass anything else
+    through."""
     if name_or_path == "tiny-random":
         return str(ensure_random())
     if name_or_path == "tiny":
@@ -59,11 +62,8 @@ def ensure_random(seed: int = 0) -> Path:
 
 
 def ensure_pretrained() -> Path:
-    """The pretrained model's folder, built once (from the random-init one)."""
-    source = ensure_random()
-    return _ensure(
-        cache_dir() / f"tiny-{recipe_fingerprint(PRETRAINED_RECIPE)}", lambda out: pretrain.pretrain(source, out)
-    )
+    """The pretrained model's folder: the one shipped in the package, its files verified against the manifest."""
+    return manifest.verify(manifest.SHIPPED)
 
 
 def _ensure(path: Path, build) -> Path:

@@ -367,6 +367,9 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
                 vote = parse_vote(text, t.n_players)
                 counts["vote_valid"] += vote != "invalid"
                 counts["vote_self"] += vote == t.player
+                counts["vote_na"] += vote == "n/a"
+                counts["vote_spy"] += vote == games[t.game].spy  # measured only: no target depends on it
+                counts["vote_spy_chance"] += 1 / (t.n_players - 1)  # another player, uniformly
                 continue
             if t.view == "blank":
                 continue  # no objects to be true about
@@ -394,6 +397,9 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
         "clue_format_valid": round(counts["clue_valid"] / n_clues, 3),
         "vote_format_valid": round(counts["vote_valid"] / n_votes, 3),
         "vote_self": round(counts["vote_self"] / n_votes, 3),
+        "vote_na": round(counts["vote_na"] / n_votes, 3),
+        "vote_spy": round(counts["vote_spy"] / n_votes, 3),
+        "vote_spy_chance": round(counts["vote_spy_chance"] / n_votes, 3),
         "clue_object_true": round(counts["object_true"] / n_clues, 3),
         "clue_object_chance": round(counts["object_chance"] / n_clues, 3),
     }
