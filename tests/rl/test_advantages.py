@@ -48,3 +48,27 @@ def test_fold_gives_every_player_its_role_advantage():
     got = b.fold([0.1, 0.05, -0.3, 0.15], spy=2)
     assert got == pytest.approx([0.09, 0.04, -0.27, 0.14])
     assert (b.spy, b.civilian) == pytest.approx((-0.03, 0.01))
+
+
+def test_group_std_names_the_spread_of_eq5():
+    from vzero.rl.advantages import group_normalize
+
+    rewards = [1.0, -1.0, -1.0, -0.5]  # one game's 4 votes
+    mean = sum(rewards) / 4
+    centred = [r - mean for r in rewards]
+    population = (sum(c * c for c in centred) / 4) ** 0.5
+    sample = (sum(c * c for c in centred) / 3) ** 0.5
+    assert group_normalize(rewards) == pytest.approx([c / population for c in centred], abs=1e-5)
+    assert group_normalize(rewards, "sample") == pytest.approx([c / sample for c in centred], abs=1e-5)
+    ratio = [s / p for s, p in zip(group_normalize(rewards, "sample"), group_normalize(rewards))]
+    assert ratio == pytest.approx([(3 / 4) ** 0.5] * 4)  # 13% smaller in groups of 4
+    assert group_normalize(rewards, "none") == pytest.approx(centred)
+    for std in ("population", "sample", "none"):
+        assert group_normalize([0.5], std) == [0.0] and group_normalize([-1.0, -1.0], std) == [0.0, 0.0]
+
+
+def test_group_std_is_validated_naming_the_key():
+    from vzero.rl.loss import LossConfig
+
+    with pytest.raises(ValueError, match="loss.group_std"):
+        LossConfig(group_std="stdev")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 
 class RoleBaselines:
@@ -49,16 +50,26 @@ class RoleBaselines:
         return f"RoleBaselines(alpha={self.alpha}, spy={self.spy:.4f}, civilian={self.civilian:.4f})"
 
 
-def group_normalize(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
+GroupStd = Literal["population", "sample", "none"]
+"""The spread Eq. 5 divides a group's centred rewards by (see :func:`group_normalize`)."""
+
+
+def group_normalize(rewards: Sequence[float], std: GroupStd = "population", eps: float = 1e-6) -> list[float]:
     """``(r - mean) / (std + eps)`` over one group (Eq. 5); all zeros when every reward is equal.
 
-    Uses the population std (ddof=0); a group of one has no spread and gets 0.
+    ``std`` names the spread: ``population`` (ddof=0, the paper's Eq. 5), ``sample`` (ddof=1, as TRL and verl compute
+    it; advantages are then sqrt((n-1)/n) of the population ones) or ``none`` (only the mean is subtracted, as in Dr.
+    GRPO: a group whose rewards barely differ is not blown up to unit spread). A group of one has no spread and gets 0.
     """
     n = len(rewards)
     if n == 0:
         return []
     mean = sum(rewards) / n
-    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
-    if std == 0.0:
+    centred = [r - mean for r in rewards]  # [n]
+    if std == "none":
+        return centred if n > 1 else [0.0]
+    ddof = {"population": 0, "sample": 1}[std]
+    spread = math.sqrt(sum(c * c for c in centred) / (n - ddof)) if n > ddof else 0.0
+    if spread == 0.0:
         return [0.0] * n
-    return [(r - mean) / (std + eps) for r in rewards]
+    return [c / (spread + eps) for c in centred]

@@ -23,6 +23,8 @@ from typing import Literal
 
 import torch
 
+from vzero.rl.advantages import GroupStd
+
 Aggregation = Literal["token_mean", "sequence_mean"]
 
 
@@ -35,6 +37,9 @@ class LossConfig:
     kl_coef: float = 0.04
     """τ of Eq. 3 and 6: weight of the k3 KL estimate against the reference policy."""
     aggregation: Aggregation = "token_mean"
+    group_std: GroupStd = "population"
+    """The spread a game's vote advantages are divided by (Eq. 5): ``population`` (the paper's), ``sample`` (TRL's and
+    verl's, 13% smaller advantages in groups of 4) or ``none`` (mean-centred only, as Dr. GRPO)."""
     ppo_epochs: int = 1
     """Passes over each rollout batch; with 1 the ratio is exactly 1 and clipping never binds."""
     micro_batch_size: int = 8
@@ -53,6 +58,8 @@ class LossConfig:
             raise ValueError(f"loss.kl_coef must be >= 0, got {self.kl_coef}")
         if self.aggregation not in ("token_mean", "sequence_mean"):
             raise ValueError(f"loss.aggregation must be 'token_mean' or 'sequence_mean', got {self.aggregation!r}")
+        if self.group_std not in ("population", "sample", "none"):
+            raise ValueError(f"loss.group_std must be 'population', 'sample' or 'none', got {self.group_std!r}")
         if self.ppo_epochs < 1:
             raise ValueError(f"loss.ppo_epochs must be >= 1, got {self.ppo_epochs}")
         if self.micro_batch_size < 1:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from vzero.game import Stage
-from vzero.rl.advantages import RoleBaselines, group_normalize
+from vzero.rl.advantages import GroupStd, RoleBaselines, group_normalize
 from vzero.rollout.engine import Rollout, RolloutTranscript, TurnSample
 
 COLUMN = {"column": True}
@@ -67,14 +67,14 @@ class TrainBatch:
 
 
 def score_samples(
-    transcripts: Sequence[RolloutTranscript], baselines: RoleBaselines
+    transcripts: Sequence[RolloutTranscript], baselines: RoleBaselines, group_std: GroupStd = "population"
 ) -> tuple[list[float], list[float]]:
     """Every sample's reward and advantage, in play order, folding each game's clue rewards into ``baselines`` in
-    order."""
+    order; a game's votes are normalised by ``group_std`` (Eq. 5)."""
     reward, advantage = [], []
     for t in transcripts:
         clue_advantages = baselines.fold(t.clue_rewards, t.spy)
-        vote_advantages = group_normalize(t.decision_rewards)
+        vote_advantages = group_normalize(t.decision_rewards, group_std)
         vote = 0
         for s in t.samples:
             if s.turn.stage == Stage.CLUE:

@@ -23,7 +23,7 @@ from vzero.data.pairs import ClevrPairs, PairSource
 from vzero.game import GameConfig
 from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingByStage
-from vzero.rl.advantages import RoleBaselines
+from vzero.rl.advantages import GroupStd, RoleBaselines
 from vzero.rollout.batch import TrainBatch, build_batch, score_samples
 from vzero.rollout.engine import RolloutEngine
 
@@ -35,8 +35,9 @@ class _Rollouts(IterableDataset):
         self.datamodule = datamodule
 
     def __iter__(self):
+        module = self.datamodule.trainer.lightning_module
         while True:
-            yield self.datamodule.next_batch(self.datamodule.trainer.lightning_module.policy)
+            yield self.datamodule.next_batch(module.policy, module.loss_config.group_std)
 
 
 class GameRolloutDataModule(L.LightningDataModule):
@@ -83,8 +84,8 @@ class GameRolloutDataModule(L.LightningDataModule):
     def step_seed(self, position: int) -> int:
         return int(np.random.SeedSequence([self.seed, self.rank, position]).generate_state(1)[0])
 
-    def next_batch(self, policy: Policy) -> TrainBatch:
-        """Play one step's games with ``policy`` and build the training batch."""
+    def next_batch(self, policy: Policy, group_std: GroupStd = "population") -> TrainBatch:
+        """Play one step's games with ``policy`` and build the training batch (votes' advantages by ``group_std``)."""
         shard = self.shard
         if len(shard) == 0:
             raise ValueError(f"rank {self.rank} of {self.world_size} has no pairs: the source holds {len(self.pairs)}")
@@ -96,7 +97,8 @@ class GameRolloutDataModule(L.LightningDataModule):
         engine = RolloutEngine(policy)
         rollout = engine.play(pairs, self.game, self.sampling, seeds=seats.tolist(), sample_seed=step_seed)
         self.position += 1
-        scores = score_samples(rollout.transcripts, self.baselines)  # folds the games into the baselines, in order
+        # folds the games into the baselines, in order
+        scores = score_samples(rollout.transcripts, self.baselines, group_std)
         self._sync_baselines()
         return build_batch(rollout, scores, {"rae/b_spy": self.baselines.spy, "rae/b_civ": self.baselines.civilian})
 
