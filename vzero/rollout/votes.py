@@ -1,0 +1,67 @@
+"""What a policy's votes are worth, measured exactly: no sampling noise, so two policies compare on equal terms.
+
+On fixed vote turns (the civilians' prompts of held-out games, played once), :func:`vote_values` computes the
+probability of each whole vote a policy can cast in a given format (naming each player, or abstaining) and from them
+the expected Eq. 4 reward, the probability of naming the spy, oneself, or N/A. Probability that the listed votes miss
+(any other text) counts as an unparseable vote (-1), so the expected reward can only understate a policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from vzero.data.pairs.base import ImagePair
+from vzero.game import GameConfig, Stage, decision_reward
+from vzero.model.inputs import Picture
+from vzero.model.policy import Policy
+from vzero.model.sampling import SamplingByStage
+from vzero.rollout.engine import RolloutEngine
+
+VOTE_FORMAT = "I compare the clues with my picture. \\boxed{{{}}}"
+"""The vote the embedded ``tiny`` model was pretrained to write (``{}`` is a player's number or ``N/A``)."""
+
+
+@dataclass(frozen=True)
+class VoteTurn:
+    prompt_ids: list[int]
+    picture: Picture
+    player: int
+    spy: int
+    n_players: int
+
+
+def vote_turns(
+    policy: Policy, pairs: Sequence[ImagePair], config: GameConfig, sampling: SamplingByStage, seed: int
+) -> list[VoteTurn]:
+    """The civilians' vote turns of one game per pair, the clues spoken by ``policy`` (keyed by ``seed``)."""
+    rollout = RolloutEngine(policy).play(list(pairs), config, sampling, sample_seed=seed)
+    return [
+        VoteTurn(s.prompt_ids, s.picture, s.turn.player, t.spy, s.turn.n_players)
+        for t in rollout.transcripts
+        for s in t.samples
+        if s.turn.stage == Stage.DECISION
+    ]
+
+
+@torch.no_grad()
+def vote_values(policy: Policy, turns: Sequence[VoteTurn], vote_format: str = VOTE_FORMAT) -> dict[str, float]:
+    """Means over ``turns`` of the expected decision reward (``reward``) and of the probability of naming the spy
+    (``spy``), oneself (``self``), abstaining (``n/a``) and of writing any listed vote at all (``listed``)."""
+    tokenizer = policy.processor.tokenizer
+    out = dict.fromkeys(("reward", "spy", "self", "n/a", "listed"), 0.0)
+    for turn in turns:
+        answers: list[int | str] = [*range(turn.n_players), "n/a"]
+        texts = [vote_format.format("N/A" if a == "n/a" else a + 1) + tokenizer.eos_token for a in answers]
+        completions = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        n = len(answers)
+        inputs = policy.inputs.pack([turn.prompt_ids] * n, [turn.picture] * n, completions)
+        p = policy.logprobs(inputs).sum(1).exp().tolist()  # [n]: probability of each whole completion
+        out["reward"] += sum(q * decision_reward(a, turn.spy) for q, a in zip(p, answers)) - (1 - sum(p))
+        out["spy"] += p[turn.spy]
+        out["self"] += p[turn.player]
+        out["n/a"] += p[-1]
+        out["listed"] += sum(p)
+    return {k: v / max(1, len(turns)) for k, v in out.items()}
