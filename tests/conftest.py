@@ -1,7 +1,9 @@
 """Shared fixtures: the embedded tiny models (``tiny`` shipped, ``tiny-random`` built once into the cache), loaded per
 test module."""
 
+import contextlib
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -57,3 +59,41 @@ def family_path(tiny_random_path, tmp_path_factory):
         return built[family]
 
     return get
+
+
+class ScriptedPolicy:
+    """A stand-in for a Policy that answers a suite from a script: ``answer(question) -> response``, looked up by the
+    prompt's text and picture. Records the size of every ``generate`` call."""
+
+    def __init__(self, suite, answer, max_batch_size=64):
+        from vzero.rollout.suites import question_text, side_by_side
+
+        self.script = {self.key(question_text(q), side_by_side(q.images)): answer(q) for q in suite}
+        self.calls: list[int] = []
+        self.prompts: list = []
+        self.decoding = SimpleNamespace(max_batch_size=max_batch_size)
+        self.inputs = SimpleNamespace(pictures=list, prompt_ids=self.prompt_ids, text=lambda ids: self.prompts[ids[0]])
+
+    @staticmethod
+    def key(text, image):
+        return text, image.size, image.tobytes()
+
+    def prompt_ids(self, messages, picture):
+        self.prompts.append(self.script[self.key(messages[0]["content"][1]["text"], picture)])
+        return [len(self.prompts) - 1]
+
+    def generate(self, prompts, pictures, sampling, keys=None, sides=None):
+        from vzero.model.inputs import Completion
+
+        self.calls.append(len(prompts))
+        return [Completion(list(p), False) for p in prompts]
+
+    @contextlib.contextmanager
+    def frozen(self):
+        yield self
+
+
+@pytest.fixture(scope="session")
+def scripted_policy():
+    """``scripted_policy(suite, answer)``: a :class:`ScriptedPolicy`."""
+    return ScriptedPolicy

@@ -1,11 +1,7 @@
 """Answering a suite: counts that add up, unparsed answers counted, equal calls on every rank, 1.0 when all right."""
 
-import contextlib
-from types import SimpleNamespace
-
 import pytest
 
-from vzero.model.inputs import Completion
 from vzero.rollout.suites import (
     SuiteSpec,
     answer_suite,
@@ -27,35 +23,8 @@ def diff_suite():
     return make_suite("clevr-diff", 7, seed=0, size=SIZE)
 
 
-class ScriptedPolicy:
-    """Answers from a script: ``answer(question) -> response``, looked up by the prompt's text and picture. Records
-    every ``generate`` call's size."""
-
-    def __init__(self, suite, answer):
-        self.script = {self.key(question_text(q), side_by_side(q.images)): answer(q) for q in suite}
-        self.calls: list[int] = []
-        self.prompts: list = []
-        self.inputs = SimpleNamespace(pictures=list, prompt_ids=self.prompt_ids, text=lambda ids: self.prompts[ids[0]])
-
-    @staticmethod
-    def key(text, image):
-        return text, image.size, image.tobytes()
-
-    def prompt_ids(self, messages, picture):
-        self.prompts.append(self.script[self.key(messages[0]["content"][1]["text"], picture)])
-        return [len(self.prompts) - 1]
-
-    def generate(self, prompts, pictures, sampling, keys=None, sides=None):
-        self.calls.append(len(prompts))
-        return [Completion(list(p), False) for p in prompts]
-
-    @contextlib.contextmanager
-    def frozen(self):
-        yield self
-
-
-def test_a_policy_that_answers_right_scores_one(diff_suite):
-    policy = ScriptedPolicy(diff_suite, lambda q: f"Let me look. \\boxed{{{q.answer}}}")
+def test_a_policy_that_answers_right_scores_one(diff_suite, scripted_policy):
+    policy = scripted_policy(diff_suite, lambda q: f"Let me look. \\boxed{{{q.answer}}}")
     tallies = answer_suite(policy, diff_suite, chunk=3)
     assert tallies["all"].total == 7 and tallies["all"].correct == 7 and tallies["all"].unparsed == 0
     metrics = suite_metrics("clevr-diff", tallies)
@@ -65,9 +34,9 @@ def test_a_policy_that_answers_right_scores_one(diff_suite):
     assert policy.calls == [3, 3, 3]  # 7 questions in calls of 3: the last padded, its padding not counted
 
 
-def test_unparsed_answers_are_wrong_and_counted(diff_suite):
+def test_unparsed_answers_are_wrong_and_counted(diff_suite, scripted_policy):
     responses = ["no box at all", "\\boxed{}", "\\boxed{open", "\\boxed{zebra}"]
-    policy = ScriptedPolicy(diff_suite, lambda q: responses[len(q.text) % 4])
+    policy = scripted_policy(diff_suite, lambda q: responses[len(q.text) % 4])
     tallies = answer_suite(policy, diff_suite)
     expected = [responses[len(q.text) % 4] for q in diff_suite]
     assert tallies["all"].correct == 0
@@ -84,12 +53,12 @@ def test_ranks_share_the_questions_in_equal_calls(n, world, chunk):
     assert sorted(counted) == list(range(n))  # every question counted once, on one rank
 
 
-def test_ranks_make_equal_generate_calls_and_their_counts_sum_to_one_rank(diff_suite):
+def test_ranks_make_equal_generate_calls_and_their_counts_sum_to_one_rank(diff_suite, scripted_policy):
     def answer(q):
         return f"\\boxed{{{q.answer}}}" if q.kind == "how_many" else "\\boxed{maybe}"
 
-    single = answer_suite(ScriptedPolicy(diff_suite, answer), diff_suite, chunk=2)
-    policies = [ScriptedPolicy(diff_suite, answer) for _ in range(3)]
+    single = answer_suite(scripted_policy(diff_suite, answer), diff_suite, chunk=2)
+    policies = [scripted_policy(diff_suite, answer) for _ in range(3)]
     shares = [answer_suite(p, diff_suite, world=3, rank=r, chunk=2) for r, p in enumerate(policies)]
     assert policies[0].calls == policies[1].calls == policies[2].calls == [2, 2]
     summed = [sum(v) for v in zip(*(count_vector(s, diff_suite.kinds) for s in shares))]

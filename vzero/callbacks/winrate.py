@@ -6,6 +6,11 @@ civilians against the reference as the spy, then the roles swapped) over each ra
 evaluated against itself scores ``win_rate = 0.5`` exactly, with sampling on, for any number of games per rank; and
 every rank makes the same ``generate`` calls (ranks with fewer games pad with uncounted ones), which FSDP's collectives
 need. The counts are summed over ranks before the rates and their 95% intervals are taken.
+
+With ``suites``, every evaluation also answers those question suites (:mod:`vzero.suites`, greedy, each rank a share;
+:mod:`vzero.rollout.suites`) and logs ``eval/<suite>/accuracy`` with its interval, per question kind
+``eval/<suite>/<kind>/accuracy``, and ``eval/<suite>/unparseable``, from counts summed over ranks. Generated suites
+draw their pictures from the training source's held-out stream (its ``seed``), never from training pictures.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import torch
 
 from vzero.callbacks.transcripts import log_transcripts
 from vzero.data.pairs import PairSource
-from vzero.model.sampling import SamplingByStage
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rollout.engine import RolloutEngine
 from vzero.rollout.match import COUNT_KEYS, play_match, summary, win_counts, win_rates
+from vzero.rollout.suites import SuiteSpec, answer_suite, count_vector, from_vector, parse_suites, suite_metrics
+from vzero.suites import Suite, SuiteError, load_suite
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,9 @@ class WinRateEvaluation(L.Callback):
         at_start: also evaluate before the first step (a policy against itself: 0.5 exactly, and the start's votes).
         transcripts: games of each evaluation logged as a transcript (half from each side, rank 0's first games;
             see :mod:`vzero.callbacks.transcripts`); 0 logs none.
+        suites: question suites answered at every evaluation, each ``name`` or ``name:questions`` or
+            ``{name, questions}`` (``clevr-qa``, ``clevr-diff``, ``chart-qa`` or a ``.jsonl`` file); None answers none.
+        suite_tokens: the most new tokens of a suite's answer (greedy).
     """
 
     def __init__(
@@ -52,6 +62,8 @@ class WinRateEvaluation(L.Callback):
         at_end: bool = True,
         at_start: bool = False,
         transcripts: int = 8,
+        suites: list[str | SuiteSpec] | None = None,
+        suite_tokens: int = 128,
     ) -> None:
         if games < 2 or games % 2:
             raise ValueError(f"eval.games must be an even number >= 2, got {games}")
@@ -61,6 +73,11 @@ class WinRateEvaluation(L.Callback):
         if transcripts < 0:
             raise ValueError(f"eval.transcripts must be >= 0, got {transcripts}")
         self.sampling, self.at_end, self.at_start, self.transcripts = sampling, at_end, at_start, transcripts
+        self.suites = parse_suites(suites, "eval.suites")
+        if suite_tokens < 1:
+            raise ValueError(f"eval.suite_tokens must be >= 1, got {suite_tokens}")
+        self.suite_tokens = suite_tokens
+        self._built: list[Suite] | None = None
         self.evaluations = 0
         self.last: dict[str, float] = {}
         self.last_step = -1
@@ -127,6 +144,7 @@ class WinRateEvaluation(L.Callback):
             torch.tensor([counts[k] for k in COUNT_KEYS], dtype=torch.float64, device=pl_module.device), reduce_op="sum"
         )
         metrics = win_rates(dict(zip(COUNT_KEYS, summed.tolist())))
+        metrics.update(self.answer_suites(trainer, pl_module))
         self.evaluations += 1
         self.last, self.last_step = metrics, trainer.global_step
         # Published for other callbacks (the stage's plateau trigger, the progress bar): the results and their step.
@@ -137,6 +155,39 @@ class WinRateEvaluation(L.Callback):
         if trainer.global_rank == 0:
             log.info(summary(trainer.global_step, metrics))
         self._log_transcripts(trainer, *halves)
+        return metrics
+
+    def built_suites(self, training: PairSource) -> list[Suite]:
+        """The suites every evaluation answers, built once: generated ones on the training source's held-out
+        pictures."""
+        if self._built is None:
+            seed = getattr(training, "seed", 0)
+            seed = seed if isinstance(seed, int) and seed >= 0 else 0
+            try:
+                self._built = [load_suite(spec.name, spec.questions, seed) for spec in self.suites]
+            except SuiteError as error:
+                raise ValueError(f"eval.suites: {error}") from None
+        return self._built
+
+    def answer_suites(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Each suite's metrics, from counts summed over ranks (every rank answers its share in equal calls)."""
+        metrics: dict[str, float] = {}
+        policy = pl_module.policy
+        sampling = SamplingConfig(temperature=0.0, max_new_tokens=self.suite_tokens)
+        for suite in self.built_suites(trainer.datamodule.pairs):
+            chunk = policy.decoding.max_batch_size
+            tallies = answer_suite(policy, suite, trainer.world_size, trainer.global_rank, chunk, sampling)
+            counts = torch.tensor(count_vector(tallies, suite.kinds), dtype=torch.float64, device=pl_module.device)
+            summed = from_vector(trainer.strategy.reduce(counts, reduce_op="sum").tolist(), suite.kinds)
+            found = suite_metrics(suite.name, summed)
+            metrics.update(found)
+            if trainer.global_rank == 0:
+                key = f"eval/{suite.name}"
+                log.info(
+                    f"{suite.name} at step {trainer.global_step}: accuracy {found[key + '/accuracy']:.3f} "
+                    f"[{found[key + '/accuracy_lo']:.3f}, {found[key + '/accuracy_hi']:.3f}] over "
+                    f"{summed['all'].total} questions; unparseable {found[key + '/unparseable']:.3f}"
+                )
         return metrics
 
     def _log_transcripts(self, trainer: L.Trainer, as_civilians: list, as_spy: list) -> None:
