@@ -12,6 +12,7 @@ commands:
   fit        train a model by self-play (Iterative-SPO); e.g. vzero fit --config configs/tiny.yaml
   validate   play the model against its frozen reference and log the win rate
   play       play games with a checkpoint (or the base model); write their transcripts (HTML, JSONL)
+  evaluate   answer question suites (clevr-qa, clevr-diff, chart-qa, a JSONL file) with a checkpoint or a model
   export     write a checkpoint as a peft adapter folder, and with --merge a merged Hugging Face model
   compare    compare the runs of an MLflow experiment: a table and a figure of their curves
   pairs      write procedural image pairs (clevr, chart) to a folder
@@ -49,6 +50,7 @@ COMMANDS = {
     "fit": _lightning("fit"),
     "validate": _lightning("validate"),
     "play": _module("play"),
+    "evaluate": _module("evaluate"),
     "export": _module("export"),
     "compare": _module("compare"),
     "pairs": _pairs,

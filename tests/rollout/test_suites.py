@@ -31,7 +31,7 @@ def test_a_policy_that_answers_right_scores_one(diff_suite, scripted_policy):
     assert metrics["eval/clevr-diff/accuracy"] == 1.0
     assert metrics["eval/clevr-diff/accuracy_lo"] < 1.0 == metrics["eval/clevr-diff/accuracy_hi"]
     assert all(metrics[f"eval/clevr-diff/{k}/accuracy"] == 1.0 for k in diff_suite.kinds)
-    assert policy.calls == [3, 3, 3]  # 7 questions in calls of 3: the last padded, its padding not counted
+    assert policy.calls == [3, 3, 1]  # 7 questions in calls of 3; one rank pads nothing
 
 
 def test_unparsed_answers_are_wrong_and_counted(diff_suite, scripted_policy):
@@ -45,12 +45,13 @@ def test_unparsed_answers_are_wrong_and_counted(diff_suite, scripted_policy):
     assert suite_metrics("d", tallies)["eval/d/unparseable"] == tallies["all"].unparsed / 7
 
 
-@pytest.mark.parametrize("n, world, chunk", [(7, 3, 2), (3, 4, 16), (10, 2, 3), (1, 1, 1)])
+@pytest.mark.parametrize("n, world, chunk", [(7, 3, 2), (3, 4, 16), (10, 2, 3), (1, 1, 1), (100, 1, 64)])
 def test_ranks_share_the_questions_in_equal_calls(n, world, chunk):
     plans = [plan(n, world, rank, chunk) for rank in range(world)]
     assert len({tuple(len(c) for c in calls) for calls, _ in plans}) == 1  # the same calls, of the same sizes
     counted = [i for calls, k in plans for i in [j for c in calls for j in c][:k]]
     assert sorted(counted) == list(range(n))  # every question counted once, on one rank
+    assert all(sum(len(c) for c in calls) == -(-n // world) for calls, _ in plans)  # padded to an equal share only
 
 
 def test_ranks_make_equal_generate_calls_and_their_counts_sum_to_one_rank(diff_suite, scripted_policy):
@@ -60,7 +61,7 @@ def test_ranks_make_equal_generate_calls_and_their_counts_sum_to_one_rank(diff_s
     single = answer_suite(scripted_policy(diff_suite, answer), diff_suite, chunk=2)
     policies = [scripted_policy(diff_suite, answer) for _ in range(3)]
     shares = [answer_suite(p, diff_suite, world=3, rank=r, chunk=2) for r, p in enumerate(policies)]
-    assert policies[0].calls == policies[1].calls == policies[2].calls == [2, 2]
+    assert policies[0].calls == policies[1].calls == policies[2].calls == [2, 1]  # 3, 2 and 2 questions, padded
     summed = [sum(v) for v in zip(*(count_vector(s, diff_suite.kinds) for s in shares))]
     assert from_vector(summed, diff_suite.kinds) == single
     assert single["how_many"].correct == single["how_many"].total > 0 and single["all"].correct < 7

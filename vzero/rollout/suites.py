@@ -1,11 +1,11 @@
 """A policy answers a question suite (:mod:`vzero.suites`): greedy by default, batched, sharded over ranks, counted.
 
 Every question is one row of the same batched decoder the game uses (:meth:`Policy.generate`), in the trained
-weights, in eval mode. Rank ``r`` of ``w`` answers questions ``r, r + w, ...`` in calls of the same number of rows on
-every rank: the last rank's share is padded with repeats of one of its questions (a rank without any repeats question
-0), whose answers are not counted, so every rank makes the same ``generate`` calls with the same batch sizes, which
-FSDP's collectives need. The counts (total, correct, unparsed; overall and per kind) are then summed over ranks before
-any rate is taken (:func:`suite_metrics`).
+weights, in eval mode. Rank ``r`` of ``w`` answers questions ``r, r + w, ...``; a rank with fewer than the others
+pads its share with repeats of one of its questions (a rank without any repeats question 0), whose answers are not
+counted, so every rank makes the same ``generate`` calls with the same batch sizes, which FSDP's collectives need.
+The counts (total, correct, unparsed; overall and per kind) are then summed over ranks before any rate is taken
+(:func:`suite_metrics`).
 
 Model output is untrusted: a response without a usable ``\\boxed{}`` is wrong and counted as unparsed
 (:func:`vzero.suites.score.score`).
@@ -96,17 +96,16 @@ def parse_suites(values: Sequence[str | dict | SuiteSpec] | str | None, key: str
 def plan(n: int, world: int = 1, rank: int = 0, chunk: int = 16) -> tuple[list[list[int]], int]:
     """This rank's ``generate`` calls as question indices, and how many of them (the first ones) are counted.
 
-    Every rank gets the same number of calls of ``min(chunk, ceil(n / world))`` rows each.
+    Every rank's share is padded to ``ceil(n / world)`` questions and cut into calls of ``chunk`` (the last call
+    shorter), so every rank makes calls of the same sizes.
     """
     if world < 1 or not 0 <= rank < world or chunk < 1 or n < 1:
         raise ValueError(f"bad plan: n={n}, world={world}, rank={rank}, chunk={chunk}")
     share = math.ceil(n / world)
-    rows = min(chunk, share)
     mine = list(range(rank, n, world))
     counted = len(mine)
-    calls = math.ceil(share / rows)
-    mine += [mine[0] if mine else 0] * (calls * rows - counted)
-    return [mine[c * rows : (c + 1) * rows] for c in range(calls)], counted
+    mine += [mine[0] if mine else 0] * (share - counted)
+    return [mine[lo : lo + chunk] for lo in range(0, share, chunk)], counted
 
 
 def side_by_side(images: Sequence[Image.Image], gap: int = GAP) -> Image.Image:
