@@ -92,3 +92,22 @@ def test_no_suites_by_default():
 
     evaluation = WinRateEvaluation()
     assert evaluation.suites == [] and evaluation.answer_suites(*setup(None)) == {}
+
+
+def test_an_evaluation_logs_the_suites_beside_the_win_rate(tiny_random_path):
+    from vzero.callbacks import WinRateEvaluation
+    from vzero.game import GameConfig
+    from vzero.model import Policy, load_vlm
+    from vzero.model.sampling import SamplingByStage, SamplingConfig
+
+    model, processor = load_vlm(tiny_random_path)  # LoRA at its start: the reference plays the same
+    logged = []
+    trainer, module = setup(Policy(model.eval(), processor))
+    trainer.datamodule.game = GameConfig(n_civilians=2, clue_rounds=1)
+    trainer.datamodule.sampling = SamplingByStage(SamplingConfig(max_new_tokens=4), SamplingConfig(max_new_tokens=4))
+    trainer.callback_metrics = {}
+    trainer.loggers = [SimpleNamespace(log_metrics=lambda metrics, step: logged.append((step, metrics)))]
+    evaluation = WinRateEvaluation(games=2, transcripts=0, suites=["clevr-qa:3"], suite_tokens=4)
+    metrics = evaluation.evaluate(trainer, module)
+    assert metrics["eval/win_rate"] == 0.5 and metrics["eval/clevr-qa/questions"] == 3
+    assert logged == [(3, metrics)] and "eval/clevr-qa/accuracy_lo" in trainer.callback_metrics
