@@ -46,13 +46,16 @@ def run(command: str, tmp_path: Path, *args: str) -> str:
 
 @pytest.mark.slow
 def test_fsdp2_on_two_processes_trains_evaluates_and_checkpoints(tiny_random_path, tmp_path):
-    # 8 evaluation games: 2 per rank and half, each half's turns one generate on every rank (no deadlock).
+    # 8 evaluation games: 2 per rank and half, each half's turns one generate on every rank (no deadlock); 5 suite
+    # questions: 3 and 2 + 1 padding, in one generate on every rank.
     args = ["--model.vlm.name_or_path", "tiny-random", "--trainer.max_steps", "2", "--data.games_per_step", "2"]
-    out = run("fit", tmp_path, *args, "--eval.games", "8", "--eval.every_n_steps", "0")
+    suites = ["--eval.suites", "[clevr-qa:5]", "--eval.suite_tokens", "8"]
+    out = run("fit", tmp_path, *args, "--eval.games", "8", "--eval.every_n_steps", "0", *suites)
     # One run folder, named by rank 0 and broadcast (ModelCheckpoint.setup), holding a sharded checkpoint.
     (last,) = (tmp_path / "checkpoints/tiny").glob("*/last.ckpt")
     assert last.is_dir()
     assert "win rate vs reference at step 2" in out and "over 8 games" in out
+    assert "clevr-qa at step 2: accuracy" in out and "over 5 questions" in out  # counts summed over both ranks
     assert "rollouts decode with vzero" in out  # vzero's loop, in lock-step over the ranks
 
 
