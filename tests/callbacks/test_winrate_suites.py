@@ -77,12 +77,14 @@ def test_bad_suites_are_refused_naming_the_key(suites, message):
     assert message in str(error.value)
 
 
-def test_an_unknown_suite_is_refused_when_built_naming_the_key():
+def test_an_unknown_suite_or_a_bad_file_is_refused_naming_the_key(tmp_path):
     from vzero.callbacks import WinRateEvaluation
 
-    evaluation = WinRateEvaluation(suites=["clevr-vqa"])
-    with pytest.raises(ValueError, match="eval.suites: .*'clevr-vqa' is neither a suite name"):
-        evaluation.built_suites(ClevrPairs(n=8, seed=0, size=(64, 64)))
+    with pytest.raises(ValueError, match="eval.suites: 'clevr-vqa' is neither a suite name"):
+        WinRateEvaluation(suites=["clevr-vqa"])
+    (tmp_path / "mine.jsonl").write_text('{"question": "What?"}\n')
+    with pytest.raises(ValueError, match='eval.suites: .*mine.jsonl:1: missing "images"'):  # read when configured
+        WinRateEvaluation(suites=[str(tmp_path / "mine.jsonl")])
     with pytest.raises(ValueError, match="eval.suite_tokens"):
         WinRateEvaluation(suite_tokens=0)
 

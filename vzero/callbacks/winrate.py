@@ -27,7 +27,7 @@ from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rollout.engine import RolloutEngine
 from vzero.rollout.match import COUNT_KEYS, play_match, summary, win_counts, win_rates
 from vzero.rollout.suites import SuiteSpec, answer_suite, count_vector, from_vector, parse_suites, suite_metrics
-from vzero.suites import Suite, SuiteError, load_suite
+from vzero.suites import SUITES, Suite, SuiteError, load_suite
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,19 @@ class WinRateEvaluation(L.Callback):
         if suite_tokens < 1:
             raise ValueError(f"eval.suite_tokens must be >= 1, got {suite_tokens}")
         self.suite_tokens = suite_tokens
+        try:  # a file suite is read, and every row and picture checked, now: a bad one is a one-line error
+            self._files = {s.name: load_suite(s.name) for s in self.suites if s.name not in SUITES}
+        except SuiteError as error:
+            raise ValueError(f"eval.suites: {error}") from None
         self._built: list[Suite] | None = None
         self.evaluations = 0
         self.last: dict[str, float] = {}
         self.last_step = -1
         self.last_pairs: list = []
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.suites:
+            self.built_suites(trainer.datamodule.pairs)  # a suite that cannot be made fails now, not after steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -164,7 +172,9 @@ class WinRateEvaluation(L.Callback):
             seed = getattr(training, "seed", 0)
             seed = seed if isinstance(seed, int) and seed >= 0 else 0
             try:
-                self._built = [load_suite(spec.name, spec.questions, seed) for spec in self.suites]
+                self._built = [
+                    self._files.get(spec.name) or load_suite(spec.name, spec.questions, seed) for spec in self.suites
+                ]
             except SuiteError as error:
                 raise ValueError(f"eval.suites: {error}") from None
         return self._built

@@ -67,7 +67,7 @@ def load_policy(args: argparse.Namespace, rest: list[str]) -> tuple[Policy, str,
     from vzero.model import load_vlm
     from vzero.tiny import resolve
 
-    net, processor = load_vlm(name_or_path=resolve(args.model), lora=None)
+    net, processor = load_vlm(name_or_path=resolve(args.model), lora=None, dtype=args.dtype)
     return Policy(net.eval().to(args.device), processor), args.model, None, None
 
 
@@ -189,6 +189,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--max_new_tokens", type=int, default=None, help="per answer (default: eval.suite_tokens, 128)")
     parser.add_argument("--batch_size", type=int, default=None, help="questions per generate call")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="with --model")
     args, rest = parser.parse_known_args(argv)
     if not rest and not args.ckpt_path and not args.model:
         parser.error("give a model: --config (with --ckpt_path for trained weights), --ckpt_path alone, or --model")

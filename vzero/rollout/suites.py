@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -29,7 +30,7 @@ from PIL import Image
 from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingConfig
 from vzero.rollout.match import wilson
-from vzero.suites import Question, Suite, Tally
+from vzero.suites import SUITES, Question, Suite, Tally
 
 GAP = 8
 """Pixels of white between pictures shown side by side."""
@@ -50,6 +51,8 @@ class SuiteSpec:
             raise ValueError(f"a suite needs a non-empty name, got {self.name!r}")
         if isinstance(self.questions, bool) or not isinstance(self.questions, int) or self.questions < 1:
             raise ValueError(f"suite {self.name!r}: questions must be an int >= 1, got {self.questions!r}")
+        if self.name not in SUITES and Path(self.name).suffix.lower() != ".jsonl" and not Path(self.name).exists():
+            raise ValueError(f"{self.name!r} is neither a suite name ({', '.join(SUITES)}) nor a .jsonl file")
 
     @classmethod
     def parse(cls, value: str | dict | SuiteSpec, key: str = "eval.suites") -> SuiteSpec:
