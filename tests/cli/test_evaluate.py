@@ -64,3 +64,12 @@ def test_bad_arguments_are_one_line_errors(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         main(["evaluate", *args, "--out", str(tmp_path / "ev")])
     assert error.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_model_settings_is_one_error_naming_it(tmp_path):
+    import torch
+
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {}, "global_step": 3}, path)
+    with pytest.raises(SystemExit, match="vzero evaluate: error: .*old.ckpt has no model settings"):
+        main(["evaluate", "--ckpt_path", str(path), "--suites", "clevr-qa:2", "--out", str(tmp_path / "ev")])

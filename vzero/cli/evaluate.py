@@ -58,15 +58,18 @@ def load_policy(args: argparse.Namespace, rest: list[str]) -> tuple[Policy, str,
         module.to(args.device)
         seed = getattr(cli.datamodule.pairs, "seed", None)
         return module.policy, who, seed if isinstance(seed, int) else None, evaluation.suite_tokens
-    if args.ckpt_path:
-        from vzero.cli.export import load_trained
-
-        net, processor, config = load_trained(args.ckpt_path)
-        checkpoint_step = int(load_checkpoint(args.ckpt_path).get("global_step", 0))
-        return Policy(net.to(args.device), processor), f"step {checkpoint_step} of {args.ckpt_path}", None, None
     from vzero.model import load_vlm
     from vzero.tiny import resolve
 
+    if args.ckpt_path:  # as `vzero export` reads it: the checkpoint's own record names the model and its adapter
+        from vzero.cli.export import model_config
+
+        checkpoint = load_checkpoint(args.ckpt_path)
+        config = model_config(checkpoint.get("hyper_parameters") or {}, args.ckpt_path)
+        net, processor = load_vlm(config, name_or_path=resolve(config.name_or_path))
+        load_trained_weights(net, checkpoint, args.ckpt_path)
+        who = f"step {int(checkpoint.get('global_step', 0))} of {args.ckpt_path}"
+        return Policy(net.eval().to(args.device), processor), who, None, None
     net, processor = load_vlm(name_or_path=resolve(args.model), lora=None, dtype=args.dtype)
     return Policy(net.eval().to(args.device), processor), args.model, None, None
 
