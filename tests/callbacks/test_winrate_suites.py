@@ -15,6 +15,7 @@ def setup(policy, world=1, rank=0, reduce=lambda t, reduce_op: t):
         global_rank=rank,
         strategy=SimpleNamespace(reduce=reduce),
         global_step=3,
+        loggers=[],
     )
     return trainer, SimpleNamespace(policy=policy, device=torch.device("cpu"))
 
@@ -34,6 +35,29 @@ def test_suites_log_accuracy_interval_kinds_and_unparseable(scripted_policy):
     assert {f"eval/clevr-diff/{k}/accuracy" for k in diff.kinds} <= set(metrics)
     assert metrics["eval/clevr-qa/accuracy"] == 0.0 and metrics["eval/clevr-qa/unparseable"] == 1.0
     assert (metrics["eval/clevr-diff/questions"], metrics["eval/clevr-qa/questions"]) == (6, 5)
+
+
+def test_each_evaluation_logs_a_few_questions_with_their_pictures(scripted_policy, tmp_path):
+    import json
+
+    from vzero.callbacks import WinRateEvaluation
+
+    evaluation = WinRateEvaluation(games=2, transcripts=3, suites=["clevr-diff:5"])
+    (diff,) = evaluation.built_suites(ClevrPairs(n=8, seed=0, size=(64, 64)))
+    first = diff[0].text
+    policy = scripted_policy(diff, lambda q: f"\\boxed{{{q.answer}}}" if q.text == first else "<img src=x> no box")
+    trainer, module = setup(policy)
+    trainer.loggers, trainer.default_root_dir = [SimpleNamespace()], str(tmp_path)  # a logger other than MLflow
+    evaluation.answer_suites(trainer, module)
+    folder = tmp_path / "transcripts" / "eval-step000003-clevr-diff"
+    rows = [json.loads(line) for line in (folder / "suite.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2] and [r["correct"] for r in rows] == [True, False, False]
+    assert rows[1]["parsed"] is False and rows[0]["answer"] == diff[0].answer
+    page = (folder / "suite.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == 6  # 3 questions of 2 pictures each
+    assert "3 questions shown: 1 answered right" in page
+    assert "&lt;img src=x&gt;" in page and "<img src=x>" not in page  # model text is escaped, never markup
+    assert diff[0].text.split(".")[0] in page
 
 
 def test_counts_are_summed_over_ranks_before_the_rates(scripted_policy):

@@ -70,6 +70,30 @@ def test_a_policy_against_itself_scores_one_half_on_two_processes(tiny_path, tmp
     assert run_.data.metrics["eval/games"] == 14
 
 
+@pytest.mark.slow
+def test_suites_answered_on_two_processes_score_as_on_one(tiny_path, tmp_path):
+    """The same suite questions, shared over 2 FSDP2 ranks (12 + 11 + 1 padding) or answered by one process, give the
+    same counts: every logged suite metric is equal."""
+    args = ["--eval.games", "2", "--eval.suites", "[clevr-qa:23]", "--eval.suite_tokens", "40", "--run_name", "suites"]
+    (tmp_path / "two").mkdir()
+    run("validate", tmp_path / "two", *args)
+    one = tmp_path / "one"
+    one.mkdir()
+    argv = [sys.executable, "-m", "vzero", "validate", "--config", str(ROOT / "configs/tiny.yaml"), *args]
+    argv += ["--trainer.enable_progress_bar", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, cwd=one, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stderr + done.stdout)[-3000:]
+    found = {}
+    for name in ("one", "two"):
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / name / 'mlruns' / 'mlflow.db'}")
+        (run_,) = mlflow.search_runs(experiment_names=["vzero-tiny"], output_format="list")
+        found[name] = {k: v for k, v in run_.data.metrics.items() if k.startswith("eval/clevr-qa/")}
+    assert found["one"]["eval/clevr-qa/questions"] == 23
+    assert 0 < found["one"]["eval/clevr-qa/unparseable"] < 1  # the shipped model's answers: some parse, some do not
+    assert found["two"] == found["one"]
+
+
 # One VisionZeroModule._update on given rows of a toy policy (log-probs = logsigmoid(features @ w)), with the strategy's
 # real reduce and an optimizer that averages gradients over the ranks before stepping, as FSDP's reduce-scatter does.
 UPDATE = """

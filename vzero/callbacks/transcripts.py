@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -33,15 +33,23 @@ def log_transcripts(
 ) -> str:
     """Write the games' page and JSONL (rank 0 only) and log them under ``transcripts/<name>``; returns where
     (empty when nothing was written: another rank, no games, or a trainer without loggers)."""
-    if trainer.global_rank != 0 or not transcripts or not trainer.loggers:
+    if not transcripts:
+        return ""
+    return log_folder(trainer, name, lambda folder: write_transcripts(folder, pairs, transcripts, title, advantages))
+
+
+def log_folder(trainer: L.Trainer, name: str, write: Callable[[str | Path], object]) -> str:
+    """Let ``write`` fill a folder (rank 0 only) and log it under ``transcripts/<name>``: to MLflow's artifacts, or
+    under ``<trainer.default_root_dir>/transcripts/`` with another logger; returns where (empty when not written)."""
+    if trainer.global_rank != 0 or not trainer.loggers:
         return ""
     mlflow = [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
     if not mlflow:
         folder = Path(trainer.default_root_dir) / "transcripts" / name
-        write_transcripts(folder, pairs, transcripts, title, advantages)
+        write(folder)
         return str(folder)
     with tempfile.TemporaryDirectory() as tmp:
-        write_transcripts(tmp, pairs, transcripts, title, advantages)
+        write(tmp)
         for logger in mlflow:
             logger.experiment.log_artifacts(logger.run_id, tmp, artifact_path=f"transcripts/{name}")
     return f"transcripts/{name}"

@@ -21,12 +21,21 @@ import math
 import lightning as L
 import torch
 
-from vzero.callbacks.transcripts import log_transcripts
+from vzero.callbacks.transcripts import log_folder, log_transcripts
 from vzero.data.pairs import PairSource
 from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rollout.engine import RolloutEngine
 from vzero.rollout.match import COUNT_KEYS, play_match, summary, win_counts, win_rates
-from vzero.rollout.suites import SuiteSpec, answer_suite, count_vector, from_vector, parse_suites, suite_metrics
+from vzero.rollout.suites import (
+    SuiteSpec,
+    answer_suite,
+    count_vector,
+    from_vector,
+    parse_suites,
+    response_rows,
+    suite_metrics,
+)
+from vzero.rollout.transcripts import write_suite_transcripts
 from vzero.suites import SUITES, Suite, SuiteError, load_suite
 
 log = logging.getLogger(__name__)
@@ -186,12 +195,14 @@ class WinRateEvaluation(L.Callback):
         sampling = SamplingConfig(temperature=0.0, max_new_tokens=self.suite_tokens)
         for suite in self.built_suites(trainer.datamodule.pairs):
             chunk = policy.decoding.max_batch_size
-            tallies = answer_suite(policy, suite, trainer.world_size, trainer.global_rank, chunk, sampling)
+            answers: list = []
+            tallies = answer_suite(policy, suite, trainer.world_size, trainer.global_rank, chunk, sampling, answers)
             counts = torch.tensor(count_vector(tallies, suite.kinds), dtype=torch.float64, device=pl_module.device)
             summed = from_vector(trainer.strategy.reduce(counts, reduce_op="sum").tolist(), suite.kinds)
             found = suite_metrics(suite.name, summed)
             metrics.update(found)
             if trainer.global_rank == 0:
+                self._log_suite_transcripts(trainer, suite, answers)
                 key = f"eval/{suite.name}"
                 log.info(
                     f"{suite.name} at step {trainer.global_step}: accuracy {found[key + '/accuracy']:.3f} "
@@ -199,6 +210,17 @@ class WinRateEvaluation(L.Callback):
                     f"{summed['all'].total} questions; unparseable {found[key + '/unparseable']:.3f}"
                 )
         return metrics
+
+    def _log_suite_transcripts(self, trainer: L.Trainer, suite: Suite, answers: list) -> None:
+        """The first ``transcripts`` questions rank 0 answered, with their pictures, under
+        ``transcripts/eval-step<step>-<suite>``."""
+        rows = response_rows(suite, answers[: self.transcripts])
+        if rows:
+            step = trainer.global_step
+            title = f"{suite.name} at step {step}: the first {len(rows)} questions of rank 0, answered greedily"
+            log_folder(
+                trainer, f"eval-step{step:06d}-{suite.name}", lambda out: write_suite_transcripts(out, title, rows)
+            )
 
     def _log_transcripts(self, trainer: L.Trainer, as_civilians: list, as_spy: list) -> None:
         half = (self.transcripts + 1) // 2

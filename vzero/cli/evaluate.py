@@ -33,7 +33,7 @@ from vzero.cli.runs import CheckpointError, load_checkpoint, load_trained_weight
 from vzero.cli.train import quiet
 from vzero.model import Policy
 from vzero.model.sampling import SamplingConfig
-from vzero.rollout.suites import SuiteSpec, answer_suite, parse_suites, question_text, suite_metrics
+from vzero.rollout.suites import SuiteSpec, answer_suite, parse_suites, response_rows, suite_metrics
 from vzero.suites import SUITES, Suite, SuiteError, load_suite
 
 log = logging.getLogger(__name__)
@@ -132,21 +132,7 @@ def evaluate(policy: Policy, specs: list[SuiteSpec], seed: int, size: tuple[int,
                 for kind in counts
             },
         }
-        for index, text in responses:
-            question = suite[index]
-            correct, parsed = suite.score(text, question)
-            rows.append(
-                {
-                    "suite": suite.name,
-                    "index": index,
-                    "kind": question.kind,
-                    "question": question_text(question),
-                    "answer": question.answer,
-                    "response": text,
-                    "correct": correct,
-                    "parsed": parsed,
-                }
-            )
+        rows += [{k: v for k, v in r.items() if k != "images"} for r in response_rows(suite, responses)]
         log.info(f"{suite.name}: {overall.correct}/{overall.total} right in {seconds:.1f} s")
     return results, rows
 

@@ -187,6 +187,29 @@ def answer_suite(
     return _tally(suite, asked, texts)
 
 
+def response_rows(suite: Suite, responses: Sequence[tuple[int, str]]) -> list[dict]:
+    """One row per ``(index, text)`` answer: the question's pictures (``images``), the text the model was shown, the
+    reference answer, the response, and whether it was right and parsed."""
+    rows = []
+    for index, text in responses:
+        question = suite[index]
+        correct, parsed = suite.score(text, question)
+        rows.append(
+            {
+                "suite": suite.name,
+                "index": index,
+                "kind": question.kind,
+                "images": list(question.images),
+                "question": question_text(question),
+                "answer": question.answer,
+                "response": text,
+                "correct": correct,
+                "parsed": parsed,
+            }
+        )
+    return rows
+
+
 def count_vector(tallies: dict[str, Tally], kinds: Sequence[str]) -> list[float]:
     """The counts as one flat list (``all`` then ``kinds``, each total, correct, unparsed), for summing over ranks."""
     zero = Tally(0, 0, 0)

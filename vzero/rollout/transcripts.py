@@ -102,6 +102,33 @@ def write_transcripts(
     return page, jsonl
 
 
+def write_suite_transcripts(out: str | Path, title: str, rows: Sequence[dict]) -> tuple[Path, Path]:
+    """Write ``suite.html`` (each question's pictures, text, reference answer and the model's answer) and
+    ``suite.jsonl`` (the same without pictures) into ``out``; each row holds ``images`` (PIL), ``question``,
+    ``answer``, ``response``, ``correct``, ``parsed``, ``kind`` and ``index``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "suite.jsonl"
+    plain = [{k: v for k, v in r.items() if k != "images"} for r in rows]
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in plain), encoding="utf-8")
+    items = []
+    for r in rows:
+        pictures = "".join(f'<figure><img src="{_data_uri(im)}" alt="picture"></figure>' for im in r["images"])
+        verdict = "right" if r["correct"] else "wrong" if r["parsed"] else "unparseable"
+        items.append(
+            f"<section class=game><h2>Question {r['index'] + 1} <small>{_e(r['kind'])}</small> "
+            f'<span class="winner {"civ" if r["correct"] else "spy"}">{verdict}</span></h2>'
+            f"<div class=pictures>{pictures}</div><p>{_e(r['question'])}</p>"
+            f"<table><tr><th>answer</th><td class=clue>{_e(r['answer'])}</td></tr>"
+            f"<tr><th>model</th><td><pre>{_e(r['response'])}</pre></td></tr></table></section>"
+        )
+    right = sum(bool(r["correct"]) for r in rows)
+    summary = f"{len(rows)} questions shown: {right} answered right"
+    page = out / "suite.html"
+    page.write_text(_PAGE.format(title=_e(title), summary=_e(summary), games="".join(items)), "utf-8")
+    return page, jsonl
+
+
 def _summary(transcripts: Sequence[RolloutTranscript]) -> str:
     n = len(transcripts)
     civ = sum(t.civilians_win for t in transcripts)
