@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig
 from vzero.model import Policy, load_vlm
 from vzero.model.sampling import SamplingByStage, SamplingConfig
-from vzero.rollout.votes import VoteTurn, vote_turns, vote_values
+from vzero.rollout.votes import VoteTurn, held_out_vote_turns, vote_values
 
 ROOT = Path(__file__).resolve().parents[1]
 GAME = GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank", votes_per_voter=1)  # as configs/tiny_learn.yaml
@@ -28,10 +27,9 @@ MARGIN = 0.005
 """Seeds 0, 1, 2 gained 0.022, 0.013, 0.021 (sd 0.005); with the advantage's sign flipped the reward fell by 0.406."""
 
 
-def held_out_turns(policy: Policy, games: int = 48, seed: int = 10_000) -> list[VoteTurn]:
-    pairs = ClevrPairs(n=games, seed=seed, size=(240, 160))
+def held_out_turns(policy: Policy) -> list[VoteTurn]:
     sampling = SamplingByStage(clue=SamplingConfig(temperature=0.5, max_new_tokens=32))
-    return vote_turns(policy, [pairs[i] for i in range(games)], GAME, sampling, seed)
+    return held_out_vote_turns(policy, GAME, sampling)
 
 
 def fit(tmp_path: Path, monkeypatch, *extra: str):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vzero.data.pairs import ClevrPairs
 from vzero.data.pairs.base import ImagePair
 from vzero.game import GameConfig, Stage, decision_reward
 from vzero.model.inputs import Picture
@@ -44,6 +45,14 @@ def vote_turns(
         for s in t.samples
         if s.turn.stage == Stage.DECISION
     ]
+
+
+def held_out_vote_turns(
+    policy: Policy, config: GameConfig, sampling: SamplingByStage, games: int = 48, seed: int = 10_000
+) -> list[VoteTurn]:
+    """:func:`vote_turns` of ``games`` CLEVR pairs drawn from ``seed`` (240x160), one game each, keyed by ``seed``."""
+    pairs = ClevrPairs(n=games, seed=seed, size=(240, 160))
+    return vote_turns(policy, [pairs[i] for i in range(games)], config, sampling, seed)
 
 
 @torch.no_grad()

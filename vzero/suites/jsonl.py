@@ -31,7 +31,7 @@ from typing import Any, get_args
 from PIL import Image
 
 from vzero.data.pairs.base import OnError
-from vzero.data.pairs.files import BadInput, decode, inside, probe, require_regular
+from vzero.data.pairs.files import BadInput, decode, inside, probe, read_text
 from vzero.suites.base import Suite
 from vzero.suites.question import Question, SuiteError
 from vzero.suites.score import canonical, normalize
@@ -51,12 +51,9 @@ def load_jsonl(path: str | Path, on_error: OnError = "raise", name: str | None =
         raise SuiteError(f"on_error must be one of {get_args(OnError)}, got {on_error!r}")
     path = Path(path)
     try:
-        require_regular(path)
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "the suite")
     except BadInput as bad:
         raise SuiteError(str(bad)) from bad
-    except (OSError, UnicodeDecodeError) as e:
-        raise SuiteError(f"{path}: cannot read the suite ({e})") from e
     base = path.parent.resolve()
     checked: dict[Path, str | None] = {}  # each picture's failure, or None once it decoded
     questions: list[Question] = []

@@ -100,6 +100,16 @@ def check_pair(original: Path, modified: Path) -> None:
         raise BadInput(modified, f"size {sizes}")
 
 
+def read_text(path: Path, what: str) -> str:
+    """A regular file's UTF-8 text; anything else, or a file that cannot be read as such, is :class:`BadInput`
+    (``cannot read {what} (...)``)."""
+    require_regular(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(path, f"cannot read {what} ({e})") from e
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     require_regular(path)
     try:

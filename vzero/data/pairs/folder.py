@@ -23,6 +23,7 @@ from vzero.data.pairs.files import (
     inside,
     probe,
     read_sidecar,
+    read_text,
     require_regular,
     size_text,
 )
@@ -202,12 +203,9 @@ class FolderPairs(_FileSource):
 
     def _scan_manifest(self, manifest: Path) -> None:
         try:
-            require_regular(manifest)
-            text = manifest.read_text(encoding="utf-8")
+            text = read_text(manifest, "manifest")
         except BadInput as bad:
             raise PairSourceError(str(bad)) from bad
-        except (OSError, UnicodeDecodeError) as e:
-            raise PairSourceError(f"{manifest}: cannot read manifest ({e})") from e
         base = manifest.parent.resolve()
         # Split on "\n" only: str.splitlines would also break inside JSON strings holding U+2028 and friends.
         for lineno, line in enumerate(text.split("\n"), start=1):
