@@ -7,7 +7,11 @@ not by who plays it (:mod:`vzero.model.sampling`). So a policy against itself re
 and scores ``win_rate = 0.5`` exactly. Win-rate evaluation (:class:`~vzero.callbacks.WinRateEvaluation`) and
 ``vzero play --against reference`` both play :func:`play_match`.
 
-Each rate comes with Wilson's score interval at 95% over the games (or votes) it counts.
+Each rate comes with a 95% interval. The win rates count games, one outcome each: Wilson's score interval. The
+vote rates (``decision_acc``, ``na_rate``) count votes, and the votes of one game are not independent (its voters read
+the same clues), so their interval is Wilson's at the votes' effective number (Kish): the number of votes divided by the
+design effect that the spread of the per-game counts shows (:func:`grouped_wilson`). Treating the votes as independent
+would make the interval too narrow whenever a game's voters agree.
 """
 
 from __future__ import annotations
@@ -65,6 +69,14 @@ COUNT_KEYS = (
     "clue_len",
     "dec_n",
     "dec_len",
+    # per game, for the vote rates' grouped intervals: games with votes, and the sums of squares and cross products
+    # of each game's votes (n), votes for the spy (k) and N/A votes (a); all of them sum over ranks.
+    "vote_games",
+    "votes_sq",
+    "correct_sq",
+    "correct_x_votes",
+    "na_sq",
+    "na_x_votes",
 )
 RATES = {  # rate -> (successes, trials) among the counts
     "eval/win_rate": (("wins_civ", "wins_spy"), ("games_civ", "games_spy")),
@@ -73,6 +85,8 @@ RATES = {  # rate -> (successes, trials) among the counts
     "eval/decision_acc": (("correct",), ("votes",)),
     "eval/na_rate": (("na",), ("votes",)),
 }
+GROUPED = {"eval/decision_acc": "correct", "eval/na_rate": "na"}
+"""The vote rates, whose successes are grouped by game: rate -> ``k`` of the counts ``k``, ``k_sq``, ``k_x_votes``."""
 
 
 def wilson(successes: float, trials: float, z: float = 1.959964) -> tuple[float, float]:
@@ -85,6 +99,43 @@ def wilson(successes: float, trials: float, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def grouped_wilson(
+    successes: float,
+    trials: float,
+    successes_sq: float,
+    cross: float,
+    trials_sq: float,
+    groups: float,
+    z: float = 1.959964,
+) -> tuple[float, float]:
+    """Wilson's interval for a proportion whose trials come in groups (votes by game), at its effective trial count.
+
+    With ``k_i`` successes of ``n_i`` trials in group ``i`` (``G`` groups, ``K = sum k_i``, ``N = sum n_i``,
+    ``p = K / N``), the ratio estimator's variance over groups (the linearised, cluster-robust one, with the usual
+    ``G / (G - 1)``) is ``V = G / (G - 1) * sum (k_i - p n_i)^2 / N^2``, where ``sum (k_i - p n_i)^2 = sum k_i^2
+    - 2p sum k_i n_i + p^2 sum n_i^2``: summed counts are all it needs. The effective number of trials is
+    ``p (1 - p) / V`` (``N`` divided by the design effect), capped at ``N``: never narrower than independent votes.
+    When ``p`` is 0 or 1 the spread says nothing, and each group counts as one trial (``G``). So one trial per group
+    gives Wilson's interval on ``N (G - 1) / G`` trials, and groups whose trials always agree count about one each.
+
+    Args:
+        successes, trials: ``K`` and ``N``; successes_sq: ``sum k_i^2``; cross: ``sum k_i n_i``; trials_sq:
+            ``sum n_i^2``; groups: ``G``, the groups with at least one trial.
+    """
+    if trials <= 0 or groups <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    residual = max(0.0, successes_sq - 2 * p * cross + p * p * trials_sq)  # sum (k_i - p n_i)^2, rounding clipped
+    variance = groups / max(groups - 1, 1) * residual / trials**2
+    if p in (0.0, 1.0):
+        effective = groups
+    elif variance <= 0:
+        effective = trials
+    else:
+        effective = min(trials, p * (1 - p) / variance)
+    return wilson(p * effective, effective, z)
+
+
 def win_counts(as_civilians: Sequence[Transcript], as_spy: Sequence[Transcript]) -> dict[str, float]:
     """Sums over games where the trained side played the civilians, and where it played the spy."""
     c = dict.fromkeys(COUNT_KEYS, 0.0)
@@ -92,6 +143,14 @@ def win_counts(as_civilians: Sequence[Transcript], as_spy: Sequence[Transcript])
     c["games_spy"], c["wins_spy"] = len(as_spy), sum(not t.civilians_win for t in as_spy)
     votes = vote_counts(as_civilians)  # the trained side casts these votes
     c.update({k: float(votes[k]) for k in ("votes", "correct", "na")})
+    for t in as_civilians:
+        game = vote_counts([t])
+        n = game["votes"]
+        c["vote_games"] += n > 0
+        c["votes_sq"] += n * n
+        for key in ("correct", "na"):
+            c[f"{key}_sq"] += game[key] ** 2
+            c[f"{key}_x_votes"] += game[key] * n
     for t in [*as_civilians, *as_spy]:
         for s in getattr(t, "samples", []):
             if s.side == "trained":
@@ -107,7 +166,12 @@ def win_rates(c: dict[str, float]) -> dict[str, float]:
     for name, (wins, games) in RATES.items():
         k, n = sum(c[w] for w in wins), sum(c[g] for g in games)
         out[name] = k / n if n else 0.0
-        out[f"{name}_lo"], out[f"{name}_hi"] = wilson(k, n)
+        if name in GROUPED:
+            key = GROUPED[name]
+            grouped = (c[f"{key}_sq"], c[f"{key}_x_votes"], c["votes_sq"], c["vote_games"])
+            out[f"{name}_lo"], out[f"{name}_hi"] = grouped_wilson(k, n, *grouped)
+        else:
+            out[f"{name}_lo"], out[f"{name}_hi"] = wilson(k, n)
     out["eval/games"] = c["games_civ"] + c["games_spy"]
     out["eval/len_clue"] = c["clue_len"] / c["clue_n"] if c["clue_n"] else 0.0
     out["eval/len_decision"] = c["dec_len"] / c["dec_n"] if c["dec_n"] else 0.0
