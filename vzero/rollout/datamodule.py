@@ -6,6 +6,11 @@ LightningModule. Each rank plays its own shard of the pairs, and every random ch
 seats, the sampled tokens) derives from ``(seed, rank, step)``, so a run is reproducible and a resumed run continues
 with new games instead of replaying old ones.
 
+One seed drives a run: unless ``data.seed`` is set, ``seed`` is the run's ``seed_everything`` (which also draws the
+adapters' initial weights), so runs that differ only in ``seed_everything`` play different games, and the same seed
+replays the same games. Setting ``data.seed`` pins the games whatever ``seed_everything`` is (e.g. to vary only the
+weights' initialisation). A resumed run without ``data.seed`` continues with the checkpoint's seed.
+
 The data module owns the rollout stream's state and checkpoints it: its position, and the RAE role baselines that each
 batch's games are folded into (averaged over ranks after every batch, so all ranks share them).
 """
@@ -13,6 +18,7 @@ batch's games are folded into (averaged over ranks after every batch, so all ran
 from __future__ import annotations
 
 import logging
+import os
 
 import lightning as L
 import numpy as np
@@ -48,7 +54,8 @@ class GameRolloutDataModule(L.LightningDataModule):
         game: the rules of every game.
         sampling: sampling settings of the clue and decision stages.
         games_per_step: games each rank plays per step; clue samples per step = games × players × rounds.
-        seed: base of every random choice; rank ``r`` offsets it, so ranks play different games.
+        seed: base of every random choice; rank ``r`` offsets it, so ranks play different games. ``None`` (the
+            default): the run's seed, ``seed_everything`` (0 when nothing seeded the run).
     """
 
     def __init__(
@@ -57,7 +64,7 @@ class GameRolloutDataModule(L.LightningDataModule):
         game: GameConfig = GameConfig(),
         sampling: SamplingByStage = SamplingByStage(),
         games_per_step: int = 8,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if games_per_step < 1:
@@ -66,7 +73,9 @@ class GameRolloutDataModule(L.LightningDataModule):
         self.game = game or GameConfig()
         self.sampling = sampling or SamplingByStage()
         self.games_per_step = games_per_step
-        self.seed = seed
+        self.seed_given = seed is not None
+        """Whether ``data.seed`` was set; if not, the seed follows the run's (and a checkpoint's, on resume)."""
+        self.seed = seed if seed is not None else run_seed()
         self.position = 0
         """Rollout steps played so far on this rank."""
         self.rank, self.world_size = 0, 1
@@ -84,18 +93,25 @@ class GameRolloutDataModule(L.LightningDataModule):
     def step_seed(self, position: int) -> int:
         return int(np.random.SeedSequence([self.seed, self.rank, position]).generate_state(1)[0])
 
-    def next_batch(self, policy: Policy, group_std: GroupStd = "population") -> TrainBatch:
-        """Play one step's games with ``policy`` and build the training batch (votes' advantages by ``group_std``)."""
+    def draw(self, position: int) -> tuple[list[int], list[int], int]:
+        """The games of rollout step ``position`` on this rank: the indices of their pairs in this rank's shard, their
+        seat seeds, and the key of their sampled tokens."""
         shard = self.shard
         if len(shard) == 0:
             raise ValueError(f"rank {self.rank} of {self.world_size} has no pairs: the source holds {len(self.pairs)}")
-        step_seed = self.step_seed(self.position)
+        step_seed = self.step_seed(position)
         rng = np.random.default_rng(step_seed)
         picks = rng.choice(len(shard), size=self.games_per_step, replace=len(shard) < self.games_per_step)
         seats = rng.integers(0, 2**31 - 1, size=self.games_per_step)
-        pairs = [shard[int(i)] for i in picks]
+        return [int(i) for i in picks], seats.tolist(), step_seed
+
+    def next_batch(self, policy: Policy, group_std: GroupStd = "population") -> TrainBatch:
+        """Play one step's games with ``policy`` and build the training batch (votes' advantages by ``group_std``)."""
+        picks, seats, step_seed = self.draw(self.position)
+        shard = self.shard
+        pairs = [shard[i] for i in picks]
         engine = RolloutEngine(policy)
-        rollout = engine.play(pairs, self.game, self.sampling, seeds=seats.tolist(), sample_seed=step_seed)
+        rollout = engine.play(pairs, self.game, self.sampling, seeds=seats, sample_seed=step_seed)
         self.position += 1
         # folds the games into the baselines, in order
         scores = score_samples(rollout.transcripts, self.baselines, group_std)
@@ -127,7 +143,16 @@ class GameRolloutDataModule(L.LightningDataModule):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("seed", self.seed) != self.seed:
-            log.warning("resuming with data.seed=%s, but the checkpoint was played with %s", self.seed, state["seed"])
+        saved = state.get("seed", self.seed)
+        if saved != self.seed and not self.seed_given:
+            log.info("continuing with the checkpoint's seed %s (data.seed unset; this run's is %s)", saved, self.seed)
+            self.seed = saved
+        elif saved != self.seed:
+            log.warning("resuming with data.seed=%s, but the checkpoint was played with %s", self.seed, saved)
         self.position = int(state["position"])
         self.baselines.load_state_dict(state["baselines"])
+
+
+def run_seed() -> int:
+    """The seed ``seed_everything`` last set in this process (Lightning keeps it in ``PL_GLOBAL_SEED``), else 0."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
