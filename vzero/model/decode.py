@@ -25,20 +25,50 @@ without ``generate``'s per-step machinery:
 :class:`GenerateDecoder` calls HF ``generate`` with the same settings. Both take the batch whole and return a
 :class:`Decoded`. peft's per-row adapters (``adapter_names``) reach every forward, so one batch mixes the trained and
 the reference policy.
+
+Only vzero's sampling settings decide what ``generate`` samples, because only they are scored: the log-probs of PPO's
+ratio and the KL are the tempered softmax with the suppressed ids removed (:meth:`~vzero.model.policy.Policy.logprobs`).
+A model's own ``generation_config`` (Qwen2.5-VL-Instruct ships ``repetition_penalty=1.05``, ``do_sample``, ``top_k``)
+would otherwise reach ``generate``'s logits processors and reshape the draws (the tiny model's penalty set to 50
+changes every completion). So :class:`GenerateDecoder` passes an explicit config and, for the call, puts it in place
+of the model's own (``generate`` fills every field left unset from the model's), in which
+
+- every field of :data:`~vzero.model.sampling.NEUTRAL_GENERATION` holds its no-op value: greedy search over one
+  sequence per row (the keyed noise samples), no penalties, n-gram or word bans, forced or late-suppressed tokens,
+  length bias, guidance, watermark or renormalisation, no sampling warpers, no stop other than EOS and the budget, the
+  ids alone returned;
+- the budget, EOS, pad and suppressed ids come from vzero (:data:`~vzero.model.sampling.VZERO_GENERATION`), as its
+  own decoder uses them, so a row stops at its first EOS, which scoring keeps as the completion's last token;
+- the fields of :data:`~vzero.model.sampling.KEPT_GENERATION` stay the model's: they change how ``generate`` runs
+  (caches, compilation) or tune a mode that is off, not which tokens it picks.
+
+The values it overrides are logged once. A field of the installed ``GenerationConfig`` in none of these lists that the
+model's config sets is refused (``ValueError`` naming it): vzero does not know whether it changes the draws.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from transformers import LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList
 
 from vzero.model.inputs import ModelInputs, TokenIds
 from vzero.model.prefix import Prefix
-from vzero.model.sampling import KeyedSampler, SamplingConfig, keyed_uniform, tempered_log_probs
+from vzero.model.sampling import (
+    KEPT_GENERATION,
+    NEUTRAL_GENERATION,
+    VZERO_GENERATION,
+    KeyedSampler,
+    SamplingConfig,
+    keyed_uniform,
+    tempered_log_probs,
+)
 from vzero.model.step import DecodeStep, has_sliding_layers, text_config
 
 log = logging.getLogger(__name__)
@@ -223,7 +253,8 @@ class VzeroDecoder:
 
 class GenerateDecoder:
     """HF ``generate`` with the same settings: greedy search, plus :class:`~vzero.model.sampling.KeyedSampler`'s
-    noise when sampling, so a row's draw depends on its key alone.
+    noise when sampling, so a row's draw depends on its key alone; the model's own ``generation_config`` is
+    neutralised (see the module's docstring).
 
     Args:
         ids: the pad, end-of-sequence and suppressed token ids.
@@ -234,6 +265,7 @@ class GenerateDecoder:
 
     def __init__(self, ids: TokenIds, synced: bool = False) -> None:
         self.ids, self.synced = ids, synced
+        self._logged: set[str] = set()
 
     @torch.no_grad()
     def __call__(
@@ -249,17 +281,70 @@ class GenerateDecoder:
             raise ValueError("HF generate cannot start from stored prompt states")
         processors = [] if keys is None else [KeyedSampler(keys, sampling.temperature, sampling.top_p)]
         extra = {} if adapter_names is None else {"adapter_names": adapter_names}
-        seqs = net.generate(
-            **inputs.model_kwargs(),
-            **sampling.generate_kwargs(),
-            logits_processor=LogitsProcessorList(processors),
-            eos_token_id=sorted(self.ids.eos),
-            pad_token_id=self.ids.pad,
-            suppress_tokens=self.ids.suppress or None,
-            synced_gpus=self.synced,
-            **extra,
-        )
+        base = net.get_base_model() if hasattr(net, "get_base_model") else net
+        config = self.generation_config(base.generation_config, sampling)
+        with _in_place_of(base, config):  # generate fills every unset field from the model's own config
+            seqs = net.generate(
+                **inputs.model_kwargs(),
+                generation_config=config,
+                logits_processor=LogitsProcessorList(processors),
+                synced_gpus=self.synced,
+                **extra,
+            )
         return Decoded(seqs[:, inputs.input_ids.shape[1] :])
+
+    def generation_config(self, own: GenerationConfig, sampling: SamplingConfig) -> GenerationConfig:
+        """The model's config ``own`` with every field that would change the draws neutralised, and vzero's settings.
+
+        Raises ValueError for a field ``own`` sets that vzero does not know (see the module's docstring)."""
+        for key in sorted(_unlisted_generation_fields()):
+            if (value := getattr(own, key, None)) is not None:
+                raise ValueError(
+                    f"model.decoding.decoder='generate': the model's generation_config sets {key}={value!r}, which "
+                    "vzero does not know how to neutralise, and its scoring would not apply it; unset it, or decode "
+                    "with model.decoding.decoder='vzero'"
+                )
+        defaults = GenerationConfig._get_default_generation_params()
+        overridden = {
+            k: getattr(own, k)
+            for k, v in NEUTRAL_GENERATION.items()
+            if getattr(own, k, None) is not None and getattr(own, k) != (defaults.get(k) if v is None else v)
+        }
+        message = ", ".join(f"{k}={v!r}" for k, v in overridden.items())
+        if overridden and message not in self._logged:
+            self._logged.add(message)
+            log.warning(
+                "model.decoding.decoder='generate' neutralises the model's generation_config %s: only vzero's sampling "
+                "settings decide the draws, as only they are scored",
+                message,
+            )
+        config = copy.deepcopy(own)
+        settings = {
+            **sampling.generate_kwargs(),
+            "eos_token_id": sorted(self.ids.eos),
+            "pad_token_id": self.ids.pad,
+            "suppress_tokens": self.ids.suppress or None,
+        }
+        for key, value in settings.items():
+            setattr(config, key, value)
+        return config
+
+
+@functools.cache
+def _unlisted_generation_fields() -> frozenset[str]:
+    """The installed ``GenerationConfig``'s fields in none of vzero's lists (none, for the transformers it lists)."""
+    listed = {*NEUTRAL_GENERATION, *VZERO_GENERATION, *KEPT_GENERATION}
+    return frozenset(k for k in vars(GenerationConfig()) if not k.startswith("_") and k not in listed)
+
+
+@contextlib.contextmanager
+def _in_place_of(model, config: GenerationConfig):
+    """Within this block ``model.generation_config`` is ``config``."""
+    own, model.generation_config = model.generation_config, config
+    try:
+        yield
+    finally:
+        model.generation_config = own
 
 
 def _prompt_states(cache, mask: torch.Tensor) -> torch.Tensor:

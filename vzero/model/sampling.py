@@ -18,6 +18,76 @@ from transformers import LogitsProcessor
 
 from vzero.game import Stage
 
+# HF generate's settings that change which tokens come out, at their no-op values (per transformers 5.25's
+# GenerationConfig and GenerationMixin._get_logits_processor). None: unset, or HF's default where it has one.
+NEUTRAL_GENERATION: dict[str, object] = {
+    # the search: greedy over one sequence per row, without assistants or drafts
+    "do_sample": False,
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "length_penalty": 1.0,
+    "early_stopping": False,
+    "low_memory": None,
+    "penalty_alpha": None,
+    "constraints": None,
+    "force_words_ids": None,
+    "dola_layers": None,
+    "prompt_lookup_num_tokens": None,
+    "assistant_early_exit": None,
+    "use_mtp": None,
+    "speculation_type": None,
+    "assistant_ensemble_weight": None,  # lossy speculative decoding
+    "token_healing": False,  # rewrites the prompt's tail
+    "num_return_sequences": 1,
+    # logits processors, which act in any search
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "sequence_bias": None,
+    "min_length": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "exponential_decay_length_penalty": None,
+    "begin_suppress_tokens": None,
+    "guidance_scale": None,
+    "remove_invalid_values": False,
+    "renormalize_logits": False,
+    "watermarking_config": None,
+    # warpers, which act only when sampling: vzero's temperature and top_p act through KeyedSampler
+    "temperature": None,
+    "top_k": None,
+    "top_p": None,
+    "min_p": None,
+    "top_h": None,
+    "typical_p": None,
+    "epsilon_cutoff": None,
+    "eta_cutoff": None,
+    # stops other than EOS and the budget
+    "max_length": None,
+    "max_time": None,
+    "stop_strings": None,
+    "is_assistant": False,
+    # what generate returns: the ids alone
+    "return_dict_in_generate": False,
+    "output_scores": False,
+    "output_logits": False,
+    "output_attentions": False,
+    "output_hidden_states": False,
+}
+VZERO_GENERATION = ("max_new_tokens", "min_new_tokens", "eos_token_id", "pad_token_id", "suppress_tokens")
+"""HF generate's settings that vzero's own decoder applies too: the budget, EOS held back, stops, suppressed ids."""
+KEPT_GENERATION = (
+    *("bos_token_id", "decoder_start_token_id", "use_cache", "cache_implementation", "cache_config", "max_cache_len"),
+    *("prefill_chunk_size", "compile_config", "disable_compile", "continuous_batching_config", "transformers_version"),
+    # lossless speculative decoding's tuning: speculation is off
+    *("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"),
+    *("assistant_lookbehind", "target_lookbehind", "max_matching_ngram_size"),
+)
+"""HF generate's settings left as the model has them: how it runs, not which tokens it picks."""
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -48,15 +118,9 @@ class SamplingConfig:
         return self.temperature or 1.0
 
     def generate_kwargs(self) -> dict:
-        """HF ``generate`` arguments. Always greedy search: :class:`KeyedSampler` adds the noise that samples."""
-        return {
-            "do_sample": False,
-            "temperature": None,
-            "top_p": None,
-            "top_k": None,
-            "max_new_tokens": self.max_new_tokens,
-            "min_new_tokens": self.min_new_tokens,
-        }
+        """HF ``generate`` arguments: every setting of :data:`NEUTRAL_GENERATION` at its no-op value (always greedy
+        search: :class:`KeyedSampler` adds the noise that samples), and the budget."""
+        return {**NEUTRAL_GENERATION, "max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens}
 
 
 @dataclass(frozen=True)
