@@ -30,9 +30,10 @@ class DecodingConfig:
 
     decoder: Decoder = "auto"
     """``vzero``: vzero's own loop (prefill once, a static KV cache, sampling on the device; the same tokens as HF
-    ``generate``; in lock-step across ranks); ``generate``: HF ``generate``; ``auto``: ``vzero`` where the model states
-    its own positions (Qwen-VL and InternVL do), else ``generate``. The choice is logged (MLflow tag
-    ``vzero.decoder``)."""
+    ``generate``; in lock-step across ranks); ``generate``: HF ``generate``, with the model's own ``generation_config``
+    (repetition penalty, n-gram bans, warpers, ...) neutralised so that it samples what is scored
+    (:mod:`vzero.model.decode`); ``auto``: ``vzero`` where the model states its own positions (Qwen-VL and InternVL
+    do), else ``generate``. The choice is logged (MLflow tag ``vzero.decoder``)."""
     compile: bool = False
     """Capture vzero's decode step with ``torch.compile`` as one graph, replayed as a CUDA graph on a GPU (one launch
     per step); compiling takes a while on the first rollouts, so it pays on long runs of large models. Not under FSDP,
