@@ -49,7 +49,8 @@ class WinRateEvaluation(L.Callback):
         games: games per evaluation (half with the trained policy as civilians, half as the spy); even.
         every_n_steps: steps between evaluations during training; 0 evaluates only at the end.
         pairs: the evaluation pairs; None holds out pairs of the training source's kind that training never shows
-            (another seed of a procedural source; a folder source needs this set).
+            (another seed of a procedural source; a folder source needs this set). A run that would evaluate without
+            enough of them is refused before its first step.
         seed: seats the spies and keys the sampling, identically at every evaluation.
         sampling: sampling settings; None uses the data module's.
         at_end: also evaluate when training ends.
@@ -97,8 +98,19 @@ class WinRateEvaluation(L.Callback):
         self.last_pairs: list = []
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.suites:
-            self.built_suites(trainer.datamodule.pairs)  # a suite that cannot be made fails now, not after steps
+        """Before the model loads and before any step: a run that will evaluate but cannot draw its pairs, or make
+        its suites, is refused now rather than at its first evaluation."""
+        if self.evaluates(stage):
+            self.evaluation_source(trainer.datamodule.pairs)
+            if self.suites:
+                self.built_suites(trainer.datamodule.pairs)
+
+    def evaluates(self, stage: str) -> bool:
+        """Whether a ``stage`` (``fit``, ``validate``, ...) runs an evaluation: ``validate`` always does; ``fit`` when
+        it evaluates every few steps, at the end or at the start."""
+        if stage == "fit":
+            return bool(self.every_n_steps or self.at_end or self.at_start)
+        return stage == "validate"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -129,13 +141,25 @@ class WinRateEvaluation(L.Callback):
     def evaluation_pairs(self, training: PairSource, n: int | None = None) -> list:
         """The ``n`` pairs (default ``games / 2``, those every evaluation plays), spread over ``eval.pairs`` or over
         pairs the training source holds out: the same pairs every time."""
+        source, n = self.evaluation_source(training, n)
+        stride = len(source) // n
+        return [source[i * stride] for i in range(n)]
+
+    def evaluation_source(self, training: PairSource, n: int | None = None) -> tuple[PairSource, int]:
+        """The source :meth:`evaluation_pairs` draws ``n`` pairs from (default ``games / 2``), and ``n``, checked
+        without drawing a picture.
+
+        Raises:
+            PairSourceError: the training source holds out no pairs (a folder) and ``eval.pairs`` is not set.
+            ValueError: the source has fewer than ``n`` pairs (the message names ``eval.pairs`` and both counts).
+        """
         asked = f"eval.games={self.games} needs" if n is None else "asked for"
         n = self.games // 2 if n is None else n
         source = self.pairs if self.pairs is not None else training.held_out(n)
         if len(source) < n:
-            raise ValueError(f"{asked} {n} pairs, but the evaluation source has {len(source)}")
-        stride = len(source) // n
-        return [source[i * stride] for i in range(n)]
+            where = "eval.pairs" if self.pairs is not None else "the pairs the training source holds out (eval.pairs)"
+            raise ValueError(f"{asked} {n} pairs, but {where} has {len(source)}")
+        return source, n
 
     def play_halves(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list, list]:
         """This rank's games, played once with the trained policy as the civilians and once as the spy (their pairs
