@@ -103,3 +103,15 @@ def test_the_check_draws_no_picture(monkeypatch):
     with pytest.raises(ValueError, match=r"eval\.games=10 needs 5 pairs, but eval\.pairs has 4"):
         WinRateEvaluation(games=10, pairs=ClevrPairs(n=4, seed=3, size=(64, 48))).setup(trainer, None, "fit")
     assert drawn == []
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_the_command_says_it_in_one_line(command, folders, capsys):
+    from vzero.cli.train import VZeroCLI
+
+    with pytest.raises(SystemExit) as exit:
+        VZeroCLI(args=[command, "--config", TINY, *SMALL, *folders.train, "--eval.games", "2"])
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "error" in line]  # one line, after Lightning's own notices
+    assert exit.value.code == 2 and line.startswith(f"vzero {command}: error: ") and "eval.pairs" in line
+    assert "Traceback" not in err

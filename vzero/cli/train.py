@@ -246,6 +246,23 @@ class VZeroCLI(LightningCLI):
                 log.info("checkpoints: %s", folder)
         return super()._instantiate_trainer(config, callbacks)
 
+    def before_fit(self) -> None:
+        self._check_evaluation("fit")
+
+    def before_validate(self) -> None:
+        self._check_evaluation("validate")
+
+    def _check_evaluation(self, stage: str) -> None:
+        """An evaluation that cannot draw its pairs is a one-line error naming ``eval.pairs`` before anything loads
+        (the callback's ``setup`` checks the same for runs built in Python)."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, WinRateEvaluation) and callback.evaluates(stage):
+                try:
+                    callback.evaluation_source(self.datamodule.pairs)
+                except ValueError as error:
+                    print(f"vzero {stage}: error: {error}", file=sys.stderr)
+                    sys.exit(2)
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         fold_renamed(cfg)
