@@ -11,6 +11,12 @@ trainable weights only (:mod:`vzero.checkpoint`).
 Departure from the reference release: it re-tokenises decoded text and never trains the EOS token; here the sampled
 ids, EOS included, are scored. With ``ppo_epochs=1`` the sampling policy's log-probs equal the current ones exactly, so
 the old-policy pass is skipped and the ratio is 1.
+
+Precision: under ``trainer.precision`` ``bf16-true`` (``16-true``: fp16 alike) Lightning converts the whole module
+to bf16 at setup. LoRA adapters are exempt (:meth:`VisionZeroModule._apply`): they stay fp32, so AdamW's weights and
+moments are fp32 while the frozen base is bf16, and checkpoints hold fp32 adapters. A full fine-tune
+(``model.vlm.lora: null``) is converted whole: weights, gradients and AdamW's moments are bf16, with no fp32 master
+copy; its frozen reference copy, not a submodule, keeps ``model.vlm.dtype``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from vzero.checkpoint import check_finite, check_trainable, rng_state, set_rng_s
 from vzero.game import Stage
 from vzero.model import DecodingConfig, LoraConfig, ModelConfig, Policy, load_vlm, reference_copy
 from vzero.model.inputs import ModelInputs
+from vzero.model.load import keep_adapter_dtype
 from vzero.model.shard import shard_model
 from vzero.rl.guard import NonFiniteGuard
 from vzero.rl.loss import LossConfig, batch_counts, normalizer, policy_loss
@@ -125,6 +132,13 @@ class VisionZeroModule(L.LightningModule):
             synced_gpus=distributed,  # ranks whose sequences end early keep stepping, so collectives line up
             cache_vision=not sharded,  # sharded weights are only gathered inside forward and generate
         )
+
+    def _apply(self, fn, recurse=True):
+        # Every .to / .half / ... reaches the parameters through here, Lightning's conversion of the whole module at
+        # setup (bf16-true) included: LoRA adapters keep their dtype, fp32. A full fine-tune is converted whole.
+        if self.vlm_config.lora is not None and self.net is not None:
+            fn = keep_adapter_dtype(fn, self.net)
+        return super()._apply(fn, recurse)
 
     def on_fit_start(self) -> None:
         self._place_reference()

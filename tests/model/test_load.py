@@ -215,3 +215,29 @@ def test_an_uncached_hub_model_while_offline_says_how_to_opt_in(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match=r"vzero-tests/no-such-model \(model.vlm.name_or_path\).*HF_HUB_OFFLINE=0"):
         load_vlm("vzero-tests/no-such-model")
+
+
+def test_lora_on_a_bf16_base_is_fp32_and_its_layers_answer_in_bf16(tiny_random_path):
+    model, processor = load_vlm(tiny_random_path, dtype="bfloat16")
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())
+    assert all(p.dtype == torch.bfloat16 for n, p in model.named_parameters() if n not in trainable)
+    layer = next(m for n, m in model.named_modules() if n.endswith("q_proj"))
+    x = torch.randn(2, layer.in_features, dtype=torch.bfloat16)
+    assert layer(x).dtype == torch.bfloat16  # the fp32 adapter's input cast up, its output back to the base's dtype
+    policy = Policy(model, processor)
+    (-policy.logprobs(_scored_batch(policy)).sum()).backward()
+    grads = [p.grad for n, p in trainable.items() if "lora_B" in n]
+    assert all(g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_a_conversion_moves_trainable_weights_and_their_gradients_but_keeps_their_dtype(tiny_random_path):
+    from vzero.model.load import keep_adapter_dtype
+
+    model, _ = load_vlm(tiny_random_path)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable[0].grad = torch.ones_like(trainable[0])
+    model._apply(keep_adapter_dtype(lambda t: t.to("meta", torch.bfloat16), model))
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in trainable) and trainable[0].grad.dtype == torch.float32
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)

@@ -9,7 +9,9 @@ writes ``exports/tiny/adapter/`` (``adapter_config.json``, ``adapter_model.safet
 ``exports/tiny/merged/`` (the base model with the adapter folded into its weights, and its processor), which
 ``AutoModelForImageTextToText.from_pretrained`` loads, as do vLLM, VLMEvalKit and lmms-eval as a local model. A full
 fine-tune has no adapter: its checkpoint exports to ``merged/`` only. The adapter's ``base_model_name_or_path`` is the
-base as the run named it (a hub id, a folder, or ``tiny``, which only vzero resolves), never a cache folder.
+base as the run named it (a hub id, a folder, or ``tiny``, which only vzero resolves), never a cache folder. The adapter
+is written in fp32, as it trains (an older checkpoint's bf16 adapter is cast up); the merged model in
+``model.vlm.dtype``, the adapter rounded into it.
 """
 
 from __future__ import annotations

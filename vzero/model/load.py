@@ -3,6 +3,12 @@
 ``AutoModelForImageTextToText`` and ``AutoProcessor`` cover Qwen2.5-VL, Qwen2-VL and InternVL3 (``-hf`` checkpoints)
 with no model-specific code. The loader takes hub ids and folders only: the names of the embedded tiny model are
 resolved to folders above it (:func:`vzero.tiny.resolve`).
+
+LoRA adapters are fp32 whatever ``model.vlm.dtype`` is (peft's ``autocast_adapter_dtype``): in bf16, AdamW's steps
+round away (a step of lr 1e-5 is a sixth of bf16's spacing at a weight of 0.01), so with no fp32 master copy most
+entries of LoRA-A (initialised within +-1/sqrt(fan-in)) would never change. peft's LoRA layers cast their input to
+the adapter's dtype and their output back to the base layer's. :func:`keep_adapter_dtype` keeps the adapters fp32
+when the module is converted as a whole afterwards (Lightning's ``bf16-true`` precision).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import dataclasses
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -225,6 +232,26 @@ def reference_copy(model: nn.Module) -> nn.Module:
     return ref
 
 
+def keep_adapter_dtype(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module) -> Callable:
+    """``fn``, a conversion that ``nn.Module._apply`` applies to every parameter, gradient and buffer (``.to``,
+    ``.cuda``, ``.half``, ...), except that ``model``'s trainable parameters and their gradients keep their dtype:
+    they follow ``fn`` to its device only, and are never rounded to a lower precision on the way.
+
+    For a LoRA model under Lightning's ``bf16-true`` (and ``16-true``) precision, whose plugin converts the whole
+    module to bf16 at setup: the frozen base is converted, the fp32 adapters (and so AdamW's state) stay fp32.
+    """
+    keep = {id(p) for p in model.parameters() if p.requires_grad}
+    keep |= {id(p.grad) for p in model.parameters() if p.requires_grad and p.grad is not None}
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        out = fn(t)
+        if id(t) not in keep or out.dtype == t.dtype:
+            return out
+        return t.to(device=out.device)
+
+    return convert
+
+
 def is_vision(name: str) -> bool:
     return any(part in _VISION_NAMES for part in name.split("."))
 
@@ -246,7 +273,7 @@ def _attach_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
     peft_config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none"
     )
-    return get_peft_model(model, peft_config)
+    return get_peft_model(model, peft_config, autocast_adapter_dtype=True)  # fp32 adapters on a bf16/fp16 base
 
 
 def _is_linear(module: nn.Module) -> bool:
