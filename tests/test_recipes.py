@@ -7,8 +7,7 @@ fails here. Only three kinds of keys are overridden, each derived from what the 
 
 - the hardware: one process on the CPU (``trainer.accelerator``, ``devices``, ``strategy``, ``num_nodes``). The
   recipes' precision (``bf16-true``), dtype, attention, gradient checkpointing and 4-bit quantisation run on a CPU as
-  they are (bitsandbytes has CPU kernels), so they stay; only one CPU kernel of bitsandbytes is kept out of the way
-  (:func:`portable_4bit`);
+  they are (bitsandbytes has CPU kernels), so they stay;
 - the model: the tiny stand-in of the recipe's family (:data:`STAND_INS`), at most one tile or 16 visual tokens a
   picture when the recipe bounds ``model.vlm.max_pixels``;
 - the sizes: 1 game a step, 2 evaluation games (one pair), 8 new tokens a turn, 2 steps, an evaluation every step.
@@ -71,17 +70,6 @@ def model_overrides(config: dict, family_path) -> list[str]:
     return out
 
 
-def portable_4bit(monkeypatch) -> None:
-    """bitsandbytes (0.50) repacks a 4-bit layer's weights for its AVX512-BF16 inference kernel the first time the layer
-    runs in eval mode without gradients (a rollout: vzero keeps the frozen base in eval mode), and cannot train through
-    that kernel afterwards ("a view of a leaf Variable that requires grad is being used in an in-place operation").
-    CUDA never takes that path. Layers built after this call see a CPU without AVX512-BF16 and keep the portable
-    kernels, so a 4-bit recipe trains here with its ``quantization`` unchanged."""
-    import bitsandbytes.nn.modules
-
-    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: False)
-
-
 def test_the_stand_ins_follow_the_recipes_families():
     names = {"OpenGVLab/InternVL3-8B-hf": "internvl", "Qwen/Qwen2-VL-7B-Instruct": "qwen2-vl"}
     names |= {"Qwen/Qwen2.5-VL-7B-Instruct": "tiny", "tiny": "tiny"}
@@ -105,8 +93,6 @@ def test_every_recipe_trains_and_evaluates_on_cpu(path, family_path, tmp_path, m
     monkeypatch.setattr(sys, "argv", ["vzero"])
     text = path.read_text()
     config = yaml.safe_load(text)
-    if (config.get("model", {}).get("vlm") or {}).get("quantization", "none") != "none":
-        portable_4bit(monkeypatch)
     for command in header_pairs_commands(text):
         main(["pairs", *smaller(command)])
     missing = [root for root in folder_roots(config) if not (tmp_path / root / "manifest.jsonl").is_file()]

@@ -143,6 +143,7 @@ def load_vlm(config: ModelConfig | None = None, **overrides):
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        _trainable_on_cpu(model)
     elif cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # so LoRA layers receive gradients through checkpointed blocks
@@ -300,6 +301,17 @@ def _bnb_config(quantization: Quantization):
         bnb_4bit_compute_dtype=torch.bfloat16,
         llm_int8_skip_modules=skip,
     )
+
+
+def _trainable_on_cpu(model: nn.Module) -> None:
+    """Keep bitsandbytes' 4-bit layers trainable on a CPU: on one with AVX512-BF16, bitsandbytes (0.50) repacks a
+    layer's weights for an inference-only kernel the first time it runs in eval mode without gradients (a rollout:
+    vzero keeps the frozen base in eval mode), and the next update then fails ("a view of a leaf Variable that requires
+    grad is being used in an in-place operation"). Each layer's own switch for that kernel is turned off; CUDA never
+    takes that path."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _check_bnb_runs(bnb, quantization: Quantization) -> None:
