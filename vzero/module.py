@@ -299,10 +299,16 @@ class VisionZeroModule(L.LightningModule):
             "mlflow_run_id": getattr(self.logger, "run_id", None) if attached else None,
         }
 
+    def state_dict(self, *args, **kwargs) -> dict:
+        """The trainable weights only (the adapter, or every weight of a full fine-tune): what every checkpoint holds,
+        a file or a sharded folder. A sharded save and load ask the module for its state dict, so a resume from a
+        sharded checkpoint reads back those weights alone; the frozen base is loaded again from its name."""
+        state = super().state_dict(*args, **kwargs)
+        return state if self.net is None else trainable_state(self.net, state)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hyper_parameters"] = self.hyperparameters()
         checkpoint["vzero"] = self.record()
-        checkpoint["state_dict"] = trainable_state(self.net, checkpoint["state_dict"])
         step = self.trainer.global_step if self._trainer is not None else None
         check_finite(
             checkpoint["state_dict"], f"refusing to write a checkpoint at step {step}", self.device, self._reduce
@@ -315,11 +321,12 @@ class VisionZeroModule(L.LightningModule):
             explicit = self.schedule.steps if self.schedule.fixed() else None
             saved = (checkpoint.get("vzero") or {}).get("schedule_steps")
             check_resumed_span(saved, explicit, self.trainer.max_steps)
-        check_trainable(self.net, checkpoint["state_dict"])
+        # A sharded checkpoint's weights are read by the strategy, into the model, before this hook: what it passes
+        # here is the rest (the folder's meta.pt), and the weights are checked where they now are.
+        weights = checkpoint["state_dict"] if "state_dict" in checkpoint else self.state_dict()
+        check_trainable(self.net, weights)
         step = checkpoint.get("global_step")
-        check_finite(
-            checkpoint["state_dict"], f"refusing to load the checkpoint of step {step}", self.device, self._reduce
-        )
+        check_finite(weights, f"refusing to load the checkpoint of step {step}", self.device, self._reduce)
         state = checkpoint.get("VisionZeroModule", {})  # absent from checkpoints of older versions
         self.guard.load_state_dict(state)
         self._resume_rng = state.get("rng")

@@ -23,7 +23,7 @@ trainer:
 """
 
 
-def run(command: str, tmp_path: Path, *args: str) -> str:
+def run(command: str, tmp_path: Path, *args: str, timeout: int = 900) -> str:
     (tmp_path / "fsdp.yaml").write_text(STRATEGY)
     argv = [
         sys.executable,
@@ -37,11 +37,20 @@ def run(command: str, tmp_path: Path, *args: str) -> str:
     ]
     argv += ["--trainer.enable_progress_bar", "false", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     out = done.stderr + done.stdout
     assert done.returncode == 0, out[-3000:]
     assert "Starting with 2 processes" in out
     return out
+
+
+def metric_steps(tracking: Path, experiment: str, *keys: str) -> tuple[str, dict[str, list[tuple[int, float]]]]:
+    """The one run of ``experiment`` in the store under ``tracking``: its id, and each key's (step, value) history."""
+    mlflow.set_tracking_uri(f"sqlite:///{tracking / 'mlruns' / 'mlflow.db'}")
+    (run_,) = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    client = mlflow.tracking.MlflowClient()
+    history = {k: sorted((m.step, m.value) for m in client.get_metric_history(run_.info.run_id, k)) for k in keys}
+    return run_.info.run_id, history
 
 
 @pytest.mark.slow
@@ -68,6 +77,31 @@ def test_a_policy_against_itself_scores_one_half_on_two_processes(tiny_path, tmp
     (run_,) = mlflow.search_runs(experiment_names=["vzero-tiny"], output_format="list")
     assert run_.data.metrics["eval/win_rate"] == 0.5
     assert run_.data.metrics["eval/games"] == 14
+
+
+@pytest.mark.slow
+def test_a_resume_from_a_sharded_checkpoint_continues_its_run_folder_and_schedule(tiny_path, tmp_path):
+    """2 of a 4-step schedule on 2 FSDP2 ranks, with a sharded checkpoint; ``--ckpt_path last`` (the folder) resumes
+    to 4 in the same MLflow run and checkpoint folder, the adapter, schedule and stage where they were."""
+    from vzero.rl.schedule import WarmupCosine
+
+    common = ["--data.games_per_step", "2", "--eval.at_end", "false", "--eval.every_n_steps", "0"]
+    common += ["--checkpoint.every_n_train_steps", "1", "--model.schedule.steps", "4", "--run_name", "sharded"]
+    run("fit", tmp_path, *common, "--trainer.max_steps", "2")
+    (last,) = (tmp_path / "checkpoints/tiny").glob("sharded-*/last.ckpt")
+    assert last.is_dir()
+    out = run("fit", tmp_path, *common, "--trainer.max_steps", "4", "--ckpt_path", "last")
+    assert f"resuming from {last.relative_to(tmp_path)}" in out and "continuing MLflow run" in out
+    assert [p.name for p in (tmp_path / "checkpoints/tiny").iterdir()] == [last.parent.name]  # the same folder
+    keys = "loss/pg", "loss/kl", "lr", "stage/dwell"
+    run_id, history = metric_steps(tmp_path, "vzero-tiny", *keys)  # one run, one record
+    assert last.parent.name == f"sharded-{run_id[:8]}"
+    assert {k: [step for step, _ in h] for k, h in history.items()} == dict.fromkeys(keys, [0, 1, 2, 3])
+    lr = [value for _, value in history["lr"]]
+    assert lr == pytest.approx([5e-4 * WarmupCosine(warmup=0.1).factor(s + 1, 4) for s in range(4)])  # no jump
+    assert [value for _, value in history["stage/dwell"]] == [1, 2, 3, 4]  # the stage callback's state, resumed
+    # The resumed policy is the trained one, not the start (where the KL to the reference is 0 exactly).
+    assert history["loss/kl"][0][1] == 0 and history["loss/kl"][2][1] > 0
 
 
 @pytest.mark.slow
