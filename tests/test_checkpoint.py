@@ -13,11 +13,14 @@ import torch
 
 from vzero.checkpoint import (
     DIGEST_KEY,
+    SHARDED_INDEX,
+    SHARDED_METADATA,
     TMP_SUFFIX,
     CheckpointError,
     VerifiedCheckpointIO,
     check_finite,
     check_trainable,
+    load_sharded_metadata,
     rng_state,
     set_rng_state,
     state_digest,
@@ -215,3 +218,31 @@ def test_a_checkpoint_holds_the_trainable_weights_only_and_never_a_nan():
 
     with pytest.raises(FloatingPointError, match="on another rank"):
         check_finite({"net.1.weight": torch.zeros(2)}, "refusing", torch.device("cpu"), other_rank_holds_one)
+
+
+def sharded_folder(root: Path) -> Path:
+    """A folder laid out as ModelParallelStrategy writes a sharded checkpoint: the index, a shard, and ``meta.pt``."""
+    folder = root / "last.ckpt"
+    folder.mkdir(parents=True)
+    (folder / SHARDED_INDEX).write_bytes(b"index")
+    (folder / "__0_0.distcp").write_bytes(b"shard")
+    torch.save({"global_step": 2, "vzero": {"mlflow_run_id": "abc", "schedule_steps": 4}}, folder / SHARDED_METADATA)
+    return folder
+
+
+def test_a_sharded_checkpoints_metadata_is_read_verified(tmp_path):
+    folder = sharded_folder(tmp_path)
+    assert load_sharded_metadata(folder)["vzero"] == {"mlflow_run_id": "abc", "schedule_steps": 4}
+    damage(folder / SHARDED_METADATA, "bit-flipped header")
+    with pytest.raises(CheckpointError, match=f"{folder / SHARDED_METADATA} is corrupt"):
+        load_sharded_metadata(folder)
+
+
+@pytest.mark.parametrize("lacks", [SHARDED_METADATA, SHARDED_INDEX])
+def test_a_folder_that_is_not_a_whole_sharded_checkpoint_is_named(tmp_path, lacks):
+    folder = sharded_folder(tmp_path)
+    (folder / lacks).unlink()
+    with pytest.raises(
+        CheckpointError, match=f"{folder} is a folder, but not a whole sharded checkpoint: it lacks {lacks}"
+    ):
+        load_sharded_metadata(folder)

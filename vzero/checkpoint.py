@@ -14,10 +14,14 @@ resumed run needs to continue bit for bit.
   torch's safe loader refuses, raises one :class:`CheckpointError` naming the file and what is wrong.
 
 Sharded checkpoints (the folder ``ModelParallelStrategy`` writes with ``torch.distributed.checkpoint``) do not pass
-through a ``CheckpointIO`` and are not covered; nor are remote (``fsspec``) paths: this plugin writes local files.
+through a ``CheckpointIO``: their shards are written and read by ``torch.distributed.checkpoint`` alone, not atomically.
+Their :data:`SHARDED_METADATA` file, which holds everything but the weights and the optimizer state (the run record
+among it), is verified by its CRCs when a resume reads it (:func:`load_sharded_metadata`). Remote (``fsspec``) paths are
+not covered: this plugin writes local files.
 
-What a checkpoint holds of the model: its trainable weights only (:func:`trainable_state`; the frozen base is loaded
-again from its name), never a NaN or an infinity (:func:`check_finite`, on writing and on loading).
+What a checkpoint holds of the model, a file or a sharded folder: its trainable weights only (:func:`trainable_state`;
+the frozen base is loaded again from its name), never a NaN or an infinity (:func:`check_finite`, on writing and on
+loading).
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ DIGEST_KEY = "state_dict_sha256"
 """The checkpoint key that holds :func:`state_digest` of its ``state_dict``."""
 TMP_SUFFIX = ".partial"
 """Temporaries are ``.<final name>.<random>.partial`` in the final file's folder."""
+SHARDED_METADATA = "meta.pt"
+"""The file of a sharded checkpoint folder that Lightning's ``ModelParallelStrategy`` writes (on rank 0, after the
+shards) with everything but the weights and the optimizer state: the run record, the loops', callbacks' and data's
+state."""
+SHARDED_INDEX = ".metadata"
+"""The index ``torch.distributed.checkpoint`` writes beside a sharded checkpoint's shards."""
 
 
 class CheckpointError(ValueError):
@@ -147,6 +157,20 @@ class VerifiedCheckpointIO(TorchCheckpointIO):
         if stored is not None and stored != state_digest(checkpoint.get("state_dict", {})):
             raise CheckpointError(f"checkpoint {path} is corrupt: its state_dict does not match the SHA-256 it stored")
         return checkpoint
+
+
+def load_sharded_metadata(folder: str | os.PathLike) -> dict[str, Any]:
+    """The :data:`SHARDED_METADATA` of the sharded checkpoint ``folder``, on the CPU, verified as a checkpoint file is
+    (its CRCs: it holds no state dict to hash); a folder that is not a whole sharded checkpoint, or a damaged file, is
+    one :class:`CheckpointError` naming it."""
+    folder = Path(folder)
+    missing = [name for name in (SHARDED_INDEX, SHARDED_METADATA) if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{folder} is a folder, but not a whole sharded checkpoint: it lacks {' and '.join(missing)} (a save that "
+            "was interrupted, or not a checkpoint)"
+        )
+    return VerifiedCheckpointIO().load_checkpoint(folder / SHARDED_METADATA, map_location="cpu", weights_only=True)
 
 
 # ---- random state ----------------------------------------------------------------------------------------------------

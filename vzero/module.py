@@ -239,6 +239,7 @@ class VisionZeroModule(L.LightningModule):
         norm = normalizer(lengths, cfg.aggregation, counts, self.trainer.world_size).to(self.device)
         totals = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0}
         trainable = [p for p in self.net.parameters() if p.requires_grad]
+        scaler = getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None)  # 16-mixed's GradScaler
         for epoch in range(cfg.ppo_epochs):
             loss_sum = torch.zeros((), device=self.device)
             for k, (rows, inputs, temps) in enumerate(micro):
@@ -251,15 +252,29 @@ class VisionZeroModule(L.LightningModule):
                 loss_sum += loss.detach()
                 for name in ("pg", "kl", "clip_frac"):
                     totals[f"loss/{name}"] += parts[name].item() / cfg.ppo_epochs
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None])
+            grads = [p.grad for p in trainable if p.grad is not None]
+            # Under a gradient scaler the gradients are the scaled loss's, and the scaler unscales them inside
+            # opt.step() (Lightning's plugin calls its unscale_, which may run once per step). So they are unscaled
+            # here for the norm, the guard and the clipping, then scaled back: the scale is a power of two, so both
+            # are exact, and the scaler's own unscale_ gives the clipped unscaled gradients.
+            scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
+            if scale is not None:
+                torch._foreach_div_(grads, scale)
+            grad_norm = torch.nn.utils.get_total_norm(grads)
             norm_value = _full(grad_norm)  # [] the global norm, before clipping
+            overflow = scale is not None and not torch.isfinite(norm_value) and not _all_finite(grads)
             epochs = f" (PPO epoch {epoch + 1} of {cfg.ppo_epochs})" if cfg.ppo_epochs > 1 else ""
             where = f"step {self.trainer.global_step}{epochs}"
-            if self.guard.skip(loss_sum, norm_value, where, self.trainer.strategy.reduce, self.trainer.is_global_zero):
+            reduce, announce = self.trainer.strategy.reduce, self.trainer.is_global_zero
+            if self.guard.skip(loss_sum, norm_value, where, reduce, announce, scale if overflow else None):
                 opt.zero_grad(set_to_none=True)  # and no scheduler step: the rate follows the steps taken
                 continue
-            if cfg.max_grad_norm > 0:  # the two halves of clip_grad_norm_, with the finiteness check between
+            # The two halves of clip_grad_norm_, with the finiteness check between. An overflow goes to the scaler
+            # as it is, and the scaler drops its step.
+            if cfg.max_grad_norm > 0 and not overflow:
                 torch.nn.utils.clip_grads_with_norm_(trainable, cfg.max_grad_norm, grad_norm)
+            if scale is not None:
+                torch._foreach_mul_(grads, scale)
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
@@ -268,6 +283,7 @@ class VisionZeroModule(L.LightningModule):
             "grad_norm": float(norm_value),  # the last pass's
             "lr": sched.get_last_lr()[0],
             "train/skipped_nonfinite": float(self.guard.skipped),
+            **({"train/scaler_overflows": float(self.guard.overflows)} if scaler is not None else {}),
         }
 
     def validation_step(self, batch, batch_idx) -> None:
@@ -297,10 +313,16 @@ class VisionZeroModule(L.LightningModule):
             "mlflow_run_id": getattr(self.logger, "run_id", None) if attached else None,
         }
 
+    def state_dict(self, *args, **kwargs) -> dict:
+        """The trainable weights only (the adapter, or every weight of a full fine-tune): what every checkpoint holds,
+        a file or a sharded folder. A sharded save and load ask the module for its state dict, so a resume from a
+        sharded checkpoint reads back those weights alone; the frozen base is loaded again from its name."""
+        state = super().state_dict(*args, **kwargs)
+        return state if self.net is None else trainable_state(self.net, state)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hyper_parameters"] = self.hyperparameters()
         checkpoint["vzero"] = self.record()
-        checkpoint["state_dict"] = trainable_state(self.net, checkpoint["state_dict"])
         step = self.trainer.global_step if self._trainer is not None else None
         check_finite(
             checkpoint["state_dict"], f"refusing to write a checkpoint at step {step}", self.device, self._reduce
@@ -313,11 +335,12 @@ class VisionZeroModule(L.LightningModule):
             explicit = self.schedule.steps if self.schedule.fixed() else None
             saved = (checkpoint.get("vzero") or {}).get("schedule_steps")
             check_resumed_span(saved, explicit, self.trainer.max_steps)
-        check_trainable(self.net, checkpoint["state_dict"])
+        # A sharded checkpoint's weights are read by the strategy, into the model, before this hook: what it passes
+        # here is the rest (the folder's meta.pt), and the weights are checked where they now are.
+        weights = checkpoint["state_dict"] if "state_dict" in checkpoint else self.state_dict()
+        check_trainable(self.net, weights)
         step = checkpoint.get("global_step")
-        check_finite(
-            checkpoint["state_dict"], f"refusing to load the checkpoint of step {step}", self.device, self._reduce
-        )
+        check_finite(weights, f"refusing to load the checkpoint of step {step}", self.device, self._reduce)
         state = checkpoint.get("VisionZeroModule", {})  # absent from checkpoints of older versions
         self.guard.load_state_dict(state)
         self._resume_rng = state.get("rng")
@@ -333,6 +356,11 @@ class VisionZeroModule(L.LightningModule):
     def _reduce(self):
         """Sums a tensor over ranks (None without a trainer: one process)."""
         return self.trainer.strategy.reduce if self._trainer is not None else None
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether no element of ``tensors`` is NaN or infinite (what a gradient scaler checks before it steps)."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ record and trained weights.
 A checkpoint's ``hyper_parameters`` are the training module's arguments in plain types (the base model as the user
 named it, the LoRA settings, the loss, the mode, the decoding settings), enough to rebuild the trained model (older
 names are read by :func:`vzero.cli.renamed.upgrade_settings`); its ``vzero`` entry is the run record: vzero's version,
-the schedule's span and the MLflow run id, which a resumed run continues. A resume keeps the schedule's span
+the schedule's span and the MLflow run id, which a resumed run continues. A sharded checkpoint (the folder FSDP2 writes)
+holds them in its ``meta.pt`` (:func:`vzero.checkpoint.load_sharded_metadata`). A resume keeps the schedule's span
 (:func:`vzero.rl.schedule.check_resumed_span`, checked here before anything starts).
 """
 
@@ -16,7 +17,13 @@ from pathlib import Path
 import torch
 from jsonargparse import Namespace
 
-from vzero.checkpoint import CheckpointError, VerifiedCheckpointIO, trained_weights
+from vzero.checkpoint import (
+    SHARDED_METADATA,
+    CheckpointError,
+    VerifiedCheckpointIO,
+    load_sharded_metadata,
+    trained_weights,
+)
 from vzero.rl.schedule import check_resumed_span
 
 
@@ -30,9 +37,10 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def read_record(path: str | Path) -> dict:
-    """The run record (:meth:`VisionZeroModule.record`) of the checkpoint at ``path``; empty for checkpoints written
-    before records existed."""
-    record = load_checkpoint(path).get("vzero") or {}
+    """The run record (:meth:`VisionZeroModule.record`) of the checkpoint at ``path``, a file or a sharded checkpoint's
+    folder; empty for checkpoints written before records existed."""
+    path = Path(path)
+    record = (load_sharded_metadata(path) if path.is_dir() else load_checkpoint(path)).get("vzero") or {}
     if not isinstance(record, dict):
         raise CheckpointError(f"{path}: its 'vzero' entry is a {type(record).__name__}, not a run record")
     return record
@@ -75,8 +83,9 @@ def run_folder(root: str | os.PathLike, run_name: str, run_id: str | None) -> Pa
 
 
 def resolve_checkpoint(ckpt_path: str, root: str | os.PathLike, run_name: str | None) -> Path:
-    """``last`` is the newest ``last.ckpt`` in the run folders under ``root`` (of ``run_name``'s runs when set);
-    anything else must exist (a file, or the folder of a sharded checkpoint)."""
+    """``last`` is the newest ``last.ckpt`` (a file, or a sharded checkpoint's folder, as new as its ``meta.pt``) in the
+    run folders under ``root`` (of ``run_name``'s runs when set); anything else must exist (a file, or the folder of a
+    sharded checkpoint)."""
     if ckpt_path != "last":
         path = Path(ckpt_path)
         if not path.exists():
@@ -84,7 +93,14 @@ def resolve_checkpoint(ckpt_path: str, root: str | os.PathLike, run_name: str | 
         return path
     root = Path(root)
     pattern = f"{run_name}*/last.ckpt" if run_name else "*/last.ckpt"
-    found = sorted([*root.glob(pattern), *root.glob("last.ckpt")], key=lambda p: p.stat().st_mtime)
+    found = sorted([*root.glob(pattern), *root.glob("last.ckpt")], key=_written)
     if not found:
         raise SystemExit(f"vzero fit: error: ckpt_path=last, but no {pattern} under {root} (checkpoint.dirpath)")
     return found[-1]
+
+
+def _written(path: Path) -> float:
+    """When a checkpoint was last written: a file's time, or a sharded folder's ``meta.pt``'s (written after its shards;
+    overwriting the shards of a folder need not touch the folder's own time)."""
+    meta = path / SHARDED_METADATA
+    return (meta if path.is_dir() and meta.exists() else path).stat().st_mtime

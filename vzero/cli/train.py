@@ -19,9 +19,10 @@ server given by ``tracking_uri``. A run is tagged with its mode, domain, model, 
 are the settings a researcher sets (every vzero key, and the trainer and checkpoint keys that differ from Lightning's
 defaults), its artifacts the resolved config and the game transcripts.
 
-One run, one record: ``--ckpt_path`` (a file, or ``last`` for the newest ``last.ckpt`` of the experiment, or of
-``run_name`` when set) continues the checkpoint's MLflow run, writes into its checkpoint folder, and keeps its
-learning-rate schedule.
+One run, one record: ``--ckpt_path`` (a file, the folder of a sharded checkpoint, or ``last`` for the newest
+``last.ckpt`` of the experiment, or of ``run_name`` when set) continues the checkpoint's MLflow run, writes into its
+checkpoint folder, and keeps its learning-rate schedule. A sharded checkpoint (FSDP2) carries its run record in its
+``meta.pt``, read and verified before anything starts as a file's is.
 """
 
 from __future__ import annotations
@@ -270,8 +271,7 @@ class VZeroCLI(LightningCLI):
             path = resolve_checkpoint(cfg.ckpt_path, cfg.checkpoint.dirpath, cfg.run_name)
             cfg.ckpt_path = str(path)
             try:
-                # A sharded checkpoint (a folder) is read by the strategy alone: its run starts a new MLflow run.
-                self.resumed = (path, read_record(path) if path.is_file() else {})
+                self.resumed = (path, read_record(path))
             except CheckpointError as error:
                 raise SystemExit(f"vzero fit: error: ckpt_path: {error}") from None
             check_schedule(self.resumed[1], cfg)
