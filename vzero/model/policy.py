@@ -85,6 +85,7 @@ class Policy:
         cache_vision: bool = True,
     ) -> None:
         self.model, self.processor, self.reference_copy = model, processor, reference_copy
+        self.synced = synced_gpus
         self.decoding = decoding
         self.ids = TokenIds.of(processor, model)
         self.inputs = InputBuilder(model, processor, self.ids.pad, cache_vision)
@@ -193,15 +194,30 @@ class Policy:
     def _generate_chunk(self, rows: list[_Row], sampling: SamplingConfig) -> list[Completion]:
         """One decoding pass over ``rows``: packed once, looked up in the prompt store once, and their prompt states
         kept once."""
-        if self.reference_copy is not None and len({row.side for row in rows}) > 1:
+        sides = self._sides_anywhere({row.side for row in rows}) if self.reference_copy is not None else set()
+        if len(sides) > 1:
             # Two models cannot share a batch: each side gets its own pass. Keyed sampling makes each row's draw
-            # independent of the split.
+            # independent of the split. Every rank runs the passes of the sides any rank has (a rank without rows of
+            # a side runs a stand-in row and drops it): sharded weights are gathered inside each forward, so every
+            # rank must make the same calls of the same model.
             out: list[Completion | None] = [None] * len(rows)
             for side in ("trained", "reference"):
                 idx = [i for i, row in enumerate(rows) if row.side == side]
-                for i, completion in zip(idx, self._generate_chunk([rows[i] for i in idx], sampling)):
+                part = [rows[i] for i in idx] or [rows[0]._replace(side=side)]
+                for i, completion in zip(idx, self._one_pass(part, sampling)):
                     out[i] = completion
             return out  # type: ignore[return-value]
+        return self._one_pass(rows, sampling)
+
+    def _sides_anywhere(self, mine: set[Side]) -> set[Side]:
+        """The sides that rows of this chunk have on this rank or, under ``synced_gpus``, on any rank."""
+        if not (self.synced and torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return mine
+        flags = torch.tensor([float(s in mine) for s in ("trained", "reference")], device=self.device)  # [2]
+        torch.distributed.all_reduce(flags)
+        return {s for s, f in zip(("trained", "reference"), flags.tolist()) if f}
+
+    def _one_pass(self, rows: list[_Row], sampling: SamplingConfig) -> list[Completion]:
         prompts, pictures, keys, sides = (list(column) for column in zip(*rows))
         inputs = self.inputs.pack(prompts, pictures).to(self.device)
         key_tensor = torch.tensor(keys, dtype=torch.long, device=self.device) if sampling.temperature else None
