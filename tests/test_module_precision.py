@@ -34,7 +34,7 @@ class StartOfFit(L.Callback):
         self.adapters = lora(pl_module.net)
 
 
-def fit(path, folder, max_steps=STEPS, ckpt_path=None):
+def fit(path, folder, max_steps=STEPS, ckpt_path=None, precision="bf16-true"):
     module = VisionZeroModule(
         vlm=ModelConfig(name_or_path=path, dtype="bfloat16"),
         mode="both",
@@ -49,7 +49,7 @@ def fit(path, folder, max_steps=STEPS, ckpt_path=None):
     trainer = L.Trainer(
         max_steps=max_steps,
         accelerator="cpu",
-        precision="bf16-true",
+        precision=precision,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -177,3 +177,20 @@ def test_converting_the_module_keeps_lora_adapters_fp32_bit_for_bit_and_a_full_f
     else:
         assert not frozen and all(p.dtype == torch.bfloat16 for p in trainable.values())
         assert all(p.dtype == torch.float32 for p in module.policy.reference_copy.parameters())  # model.vlm.dtype
+
+
+def test_under_autocast_the_rollouts_decode_with_generate_and_train(tiny_path, tmp_path):
+    # bf16-mixed: keys come out fp32 and values bf16, which vzero's static cache cannot hold (it crashed there).
+    module, trainer, _ = fit(tiny_path, tmp_path, max_steps=1, precision="bf16-mixed")
+    assert module.policy.decoder == "generate" and module.decoding.decoder == "auto" and trainer.global_step == 1
+
+
+def test_an_explicit_vzero_decoder_under_autocast_is_refused_naming_both_keys():
+    from vzero.model import DecodingConfig
+
+    for precision in ("bf16-mixed", "16-mixed"):
+        with pytest.raises(ValueError, match=rf"decoder='vzero' cannot run under trainer.precision={precision}"):
+            DecodingConfig(decoder="vzero").under(precision)
+        assert DecodingConfig().under(precision).decoder == "generate"
+    for precision in ("bf16-true", "32-true", "16-true"):
+        assert DecodingConfig(decoder="vzero").under(precision) == DecodingConfig(decoder="vzero")

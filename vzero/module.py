@@ -113,6 +113,8 @@ class VisionZeroModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.net is not None:
             return
+        # A decoder the precision cannot run is refused before the model loads.
+        decoding = self.decoding.under(self.trainer.precision) if self._trainer is not None else self.decoding
         self.net, processor = load_vlm(self.vlm_config, name_or_path=resolve(self.vlm_config.name_or_path))
         reference = None if self.vlm_config.lora is not None else reference_copy(self.net)
         sharded = self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
@@ -128,7 +130,7 @@ class VisionZeroModule(L.LightningModule):
             self.net,
             processor,
             reference_copy=reference,
-            decoding=self.decoding,
+            decoding=decoding,
             synced_gpus=distributed,  # ranks whose sequences end early keep stepping, so collectives line up
             cache_vision=not sharded,  # sharded weights are only gathered inside forward and generate
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -53,6 +53,20 @@ class DecodingConfig:
             raise ValueError(f"model.decoding.reuse_prompts_gb must be >= 0, got {self.reuse_prompts_gb}")
         if self.max_batch_size < 1:
             raise ValueError(f"model.decoding.max_batch_size must be >= 1, got {self.max_batch_size}")
+
+    def under(self, precision: str) -> DecodingConfig:
+        """These settings for a run at Lightning's ``precision``. Under autocast (``bf16-mixed``, ``16-mixed``) a
+        layer's keys come out in fp32 (rotated by fp32 position tables) and its values in half precision, which one
+        static cache cannot hold, so ``auto`` decodes with ``generate`` there and an explicit ``vzero`` is refused."""
+        if not str(precision).endswith("-mixed") or self.decoder == "generate":
+            return self
+        if self.decoder == "vzero":
+            raise ValueError(
+                f"model.decoding.decoder='vzero' cannot run under trainer.precision={precision}: autocast makes a "
+                "layer's keys fp32 and its values half precision, which vzero's static cache cannot hold. Use "
+                "trainer.precision bf16-true (the recipes' choice) or 32-true, or model.decoding.decoder generate"
+            )
+        return replace(self, decoder="generate")
 
 
 class _Row(NamedTuple):
