@@ -141,14 +141,14 @@ def win_counts(as_civilians: Sequence[Transcript], as_spy: Sequence[Transcript])
     c = dict.fromkeys(COUNT_KEYS, 0.0)
     c["games_civ"], c["wins_civ"] = len(as_civilians), sum(t.civilians_win for t in as_civilians)
     c["games_spy"], c["wins_spy"] = len(as_spy), sum(not t.civilians_win for t in as_spy)
-    votes = vote_counts(as_civilians)  # the trained side casts these votes
-    c.update({k: float(votes[k]) for k in ("votes", "correct", "na")})
-    for t in as_civilians:
+    for t in as_civilians:  # the trained side casts these votes: counted per game, for the grouped intervals
         game = vote_counts([t])
         n = game["votes"]
+        c["votes"] += n
         c["vote_games"] += n > 0
         c["votes_sq"] += n * n
         for key in ("correct", "na"):
+            c[key] += game[key]
             c[f"{key}_sq"] += game[key] ** 2
             c[f"{key}_x_votes"] += game[key] * n
     for t in [*as_civilians, *as_spy]:
