@@ -1,8 +1,6 @@
 import torch
 
-from vzero.data.pairs import ClevrPairs
-from vzero.game import parse_clue
-from vzero.tiny.pretrain import _spread, biggest_first, clue_target
+from vzero.tiny.pretrain import _spread
 
 
 def test_spread_copies_each_cell_over_its_block_and_earlier_cells_claim_first():
@@ -11,13 +9,3 @@ def test_spread_copies_each_cell_over_its_block_and_earlier_cells_claim_first():
     assert index[0, 3] == 8 and index[2, 4] == 8  # cell 8 is (1, 3); it keeps what 6 did not take
     assert index[3, 0] == 15  # out of reach: the token itself
     assert torch.equal(_spread(4, 5, [6, 8], radius=0), torch.arange(20))
-
-
-def test_caption_names_the_biggest_looking_object_and_parses_as_a_clue():
-    scene = ClevrPairs(n=1, seed=3, size=(240, 160))[0].meta["scene"]
-    order = biggest_first(scene)
-    assert {id(o) for o in order} == {id(o) for o in scene["objects"]}
-    target = clue_target(scene)
-    assert target.startswith(f"I see {len(scene['objects'])} objects.")
-    clue = parse_clue(target)
-    assert clue is not None and order[0]["color"] in clue and order[0]["shape"] in clue

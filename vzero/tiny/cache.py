@@ -24,13 +24,13 @@ from types import ModuleType
 from vzero.data.pairs import clevr, clevr_render
 from vzero.game import prompts
 from vzero.model import decode, inputs, policy, step
-from vzero.tiny import build, manifest, pretrain, tokenizer
+from vzero.tiny import build, manifest, pretrain, report, targets, tokenizer
 
 log = logging.getLogger(__name__)
 
 NAMES = ("tiny", "tiny-random")
 RANDOM_RECIPE = (build, tokenizer, prompts, clevr, clevr_render)
-PRETRAINED_RECIPE = (*RANDOM_RECIPE, pretrain, policy, inputs, decode, step)
+PRETRAINED_RECIPE = (*RANDOM_RECIPE, pretrain, targets, report, policy, inputs, decode, step)
 
 
 def recipe_fingerprint(modules: tuple[ModuleType, ...]) -> str:

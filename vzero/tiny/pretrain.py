@@ -1,30 +1,36 @@
-"""The self-supervised stage that turns ``tiny-random`` into ``tiny``: captioning procedural scenes, in game format.
+"""The self-supervised stage that turns ``tiny-random`` into ``tiny``: the game's skills, not its answers.
 
-A real VLM arrives pretrained: it can describe a picture and answer in a requested format. A random-init model cannot,
-so under RL every answer would be invalid, every reward equal and every advantage zero. This stage supplies that
-starting point without labels, from the renderer's own scene metadata:
+A real VLM arrives pretrained: it can describe a picture, read a conversation and answer in a requested format. A
+random-init model cannot, so under RL every answer would be invalid, every reward equal and every advantage zero. This
+stage supplies that starting point without labels, from the renderer's metadata and the game's own text
+(:mod:`vzero.tiny.targets`), on games played by a scripted teacher:
 
-- clue turns: the real clue prompt, the speaker's own picture, and the target
-  ``I see {n} objects. \\boxed{There is a {size} {color} {material} {shape}.}`` about the biggest-looking object of
-  *that* picture (it covers the most visual tokens);
-- vote turns: the real decision prompt and a random valid answer: ``\\boxed{N/A}`` one time in ten, otherwise
-  ``\\boxed{k}`` for another player chosen uniformly (a civilian knows it is not the spy). That teaches the format
-  and the rule only; the model learns no spy-finding here, which is RL's job.
+- clue turns: the real clue prompt, the speaker's own picture, and its caption as the target;
+- vote turns: the real decision prompt, and the voter's notes (each clue's colour, same or different from its own)
+  followed by a random valid vote: ``\\boxed{N/A}`` one time in ten, otherwise another player chosen uniformly (a
+  civilian knows it is not the spy). Nothing here depends on who the spy is: the notes are a function of the clue
+  text, and linking them to the vote is left to RL.
 
 Games are drawn from several rule sets (:data:`GAME_CONFIGS`: 2-4 civilians, 1-2 rounds, modified or blank spy), so
 the formats hold whichever game RL then plays. A blank picture shows no object, so a blank spy's turn has no caption
 and is not trained.
 
-Reading one small object out of ~54 visual tokens behind ~200 text tokens is a needle that a random-init model does
-not find in a few hundred steps, so three scaffolds help, none of them in the saved model:
+Three stages, in this order:
 
-- the vision tower first learns alone, through a linear head that names each visual token's object (or the ground);
-- while the language model learns, each object's centre token is copied over its neighbours (the sample's target
-  object first), over a radius that shrinks to zero: the model learns to read before it must learn to find;
-- the earlier speakers in a prompt's history say a random true clue, so that no target can be copied from them.
+1. reading: the language model alone learns the notes on text-only vote turns (the picture left out of the prompt).
+   The reading is learnt far sooner without ~54 visual tokens in the prompt, and it carries over once they are back;
+2. seeing: the vision tower alone learns, through a linear head that names each visual token's object (or the
+   ground), none of it in the saved model;
+3. playing: the whole model on clue and vote turns with their pictures. Reading one small object out of ~54 visual
+   tokens is a needle a young model does not find in a few hundred steps, so while it learns, each object's centre
+   token is copied over its neighbours (the sample's target object first), over a radius that shrinks to zero.
 
-It then measures, on held-out scenes with greedy decoding, how often the output parses and how often the clue is true,
-next to the chance level and the best blind answer, and writes that to ``pretrain_report.json`` beside the weights.
+In the teacher's games a civilian says its own caption three times in four (so that the notes see matching colours as
+they will under RL) and a random true clue otherwise; a clue turn whose caption was already said in that game is not
+trained, so no target can be copied from the history.
+
+It then measures each skill on held-out games with greedy decoding (:mod:`vzero.tiny.report`) and writes that to
+``pretrain_report.json`` beside the weights.
 """
 
 from __future__ import annotations
@@ -35,20 +41,19 @@ import logging
 import math
 import random
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vzero.data.pairs.clevr import COLORS, MATERIALS, RADIUS, SHAPES, SIZES, ClevrPairs, describe_object
-from vzero.game import Game, GameConfig, parse_clue, parse_vote, play_games
+from vzero.data.pairs.clevr import RADIUS, ClevrPairs
+from vzero.game import Game, GameConfig, parse_clue, play_games
 from vzero.model.inputs import Picture
 from vzero.model.policy import Policy
-from vzero.model.sampling import SamplingConfig
 from vzero.rl.schedule import WarmupCosine
+from vzero.tiny.report import measure
+from vzero.tiny.targets import ATTRIBUTES, biggest_first, clue_target, clue_text, depth, notes
 
 log = logging.getLogger(__name__)
 
@@ -60,35 +65,44 @@ GAME_CONFIGS = (
     GameConfig(n_civilians=2, clue_rounds=2),
 )
 """The rule sets the training games are drawn from."""
+FIRST_READ = GAME_CONFIGS[1:2]
+"""The short game (3 players, 1 round) that the reading stage starts on: copying is found far sooner in it, and
+carries over to the longer games."""
 REPORT = "pretrain_report.json"
-ATTRIBUTES = {"size": SIZES, "color": tuple(COLORS), "material": MATERIALS, "shape": SHAPES}
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     """The recipe of ``tiny``; a changed default changes the cache fingerprint, so the model is rebuilt."""
 
-    steps: int = 200
-    """Steps of the whole model on the game's turns, ``batch_size`` turns each."""
-    batch_size: int = 24
+    reading_steps: int = 1500
+    """Steps of the language model alone on text-only vote turns (stage 1), ``batch_size`` turns each."""
+    reading_lr: float = 1e-3
+    reading_short: float = 0.8
+    """Fraction of ``reading_steps`` on :data:`FIRST_READ` alone, before every rule set."""
+    vision_steps: int = 200
+    """Steps of the vision tower alone, on ``batch_size`` pictures each (stage 2)."""
+    steps: int = 500
+    """Steps of the whole model on the game's turns with their pictures (stage 3), ``batch_size`` turns each."""
+    batch_size: int = 32
     lr: float = 3e-3
     vision_lr: float = 1e-3
     """For the vision tower and merger: at the language model's rate their features collapse to a constant."""
     warmup: int = 20
-    vision_steps: int = 200
-    """Steps of the vision tower alone, on ``batch_size`` pictures each, before the language model joins."""
     train_games: int = 480
     """Distinct training games, replayed with fresh histories and turns (each of its two pictures holds ~0.5 MB)."""
     spread: int = 4
     """Initial radius, in visual tokens, over which each object's centre token is copied."""
-    spread_until: float = 0.6
+    spread_until: float = 0.25
     """Fraction of ``steps`` after which the radius is zero."""
     aux_weight: float = 1.0
     """Weight of the vision tower's naming loss beside the language-model loss while the whole model trains."""
-    votes_per_game: int = 2
-    """Vote turns kept per game: a few teach the format, and each costs a ~270-token prompt."""
+    votes_per_game: int = 4
+    """Vote turns kept per game (each voter's turn differs in whose notes they are)."""
     abstain: float = 0.1
     """How often a vote target is N/A; the others name another player uniformly."""
+    echo: float = 0.75
+    """How often the teacher's civilian says its own caption (otherwise a random true clue about its picture)."""
     games_per_chunk: int = 24
     eval_games: int = 32
     seed: int = 1234
@@ -106,27 +120,8 @@ class _Sample:
     prompt: list[int]
     target: list[int]
     scene: _Scene
-
-
-def _depth(scene: dict, obj: dict) -> float:
-    cam = scene["camera"]
-    pos, fwd = np.asarray(cam["position"]), np.asarray(cam["target"]) - np.asarray(cam["position"])
-    return float((np.array([*obj["position"], RADIUS[obj["size"]]]) - pos) @ fwd / np.linalg.norm(fwd))
-
-
-def biggest_first(scene: dict) -> list[dict]:
-    """Objects by apparent size (world radius over depth), biggest first."""
-    return sorted(scene["objects"], key=lambda o: -RADIUS[o["size"]] / _depth(scene, o))
-
-
-def clue_text(obj: dict, n_objects: int) -> str:
-    return f"I see {n_objects} objects. \\boxed{{There is {describe_object(obj)}.}}"
-
-
-def clue_target(scene: dict) -> str:
-    """The caption: the object count, then the biggest-looking object, which covers the most visual tokens."""
-    objs = biggest_first(scene)
-    return clue_text(objs[0], len(objs))
+    plain: list[int] | None = None
+    """A vote turn's prompt with the picture left out (stage 1)."""
 
 
 def _scene_info(scene: dict, picture: Picture, size: tuple[int, int]) -> _Scene:
@@ -138,8 +133,8 @@ def _scene_info(scene: dict, picture: Picture, size: tuple[int, int]) -> _Scene:
     def cell(o):
         return min(h - 1, int(o["pixel"][1] * h / size[1])) * w + min(w - 1, int(o["pixel"][0] * w / size[0]))
 
-    for o in sorted(scene["objects"], key=lambda o: -_depth(scene, o)):  # far to near: a nearer object hides
-        r = focal * RADIUS[o["size"]] / _depth(scene, o)
+    for o in sorted(scene["objects"], key=lambda o: -depth(scene, o)):  # far to near: a nearer object hides
+        r = focal * RADIUS[o["size"]] / depth(scene, o)
         mask = ((ys[:, None] - o["pixel"][1]) ** 2 + (xs[None, :] - o["pixel"][0]) ** 2 <= r * r).flatten()
         mask[cell(o)] = True
         labels[mask] = torch.tensor([vals.index(o[k]) + 1 for k, vals in ATTRIBUTES.items()])
@@ -157,44 +152,84 @@ def _games(policy: Policy, pairs, first: int, n: int) -> list[tuple[dict, list[_
     ]
 
 
-def _chunk(policy: Policy, games: list, first: int, rng: random.Random, cfg: PretrainConfig) -> list[_Sample]:
-    """Play the teacher on ``games`` (seeded from ``first``); return their training samples: every clue turn, and
+def _chunk(
+    policy: Policy,
+    games: list,
+    first: int,
+    rng: random.Random,
+    cfg: PretrainConfig,
+    votes_only: bool = False,
+    rules: tuple[GameConfig, ...] = GAME_CONFIGS,
+) -> list[_Sample]:
+    """Play the teacher on ``games`` (seeded from ``first``, each under one of ``rules``); return their training
+    samples: every clue turn whose caption was not said before in its game (unless ``votes_only``), and
     ``votes_per_game`` vote turns of each game."""
     record: list[list] = [[] for _ in games]
+    said: dict[int, dict[int, str | None]] = {}  # each game's last clue of each player, as the voters read them
 
     def teacher(turns):
         outs, votes = [], {}
         for t in turns:
-            if t.stage == "clue" and t.view == "blank":
-                # Nothing to caption: the game hears a random plausible clue, and the turn is not trained.
-                outs.append(clue_text({k: rng.choice(v) for k, v in ATTRIBUTES.items()}, rng.randint(4, 6)))
-            elif t.stage == "clue":
-                scene = t.meta["modified_scene"] if t.view == "modified" else t.meta["scene"]
-                record[t.game].append((t, clue_target(scene)))
-                # The game hears a random true clue, so that a later speaker cannot copy its target from the history.
-                outs.append(clue_text(rng.choice(scene["objects"]), len(scene["objects"])))
+            if t.stage == "clue":
+                heard = said.setdefault(t.game, {})
+                if t.view == "blank":
+                    # Nothing to caption: the game hears a random plausible clue, and the turn is not trained.
+                    outs.append(clue_text({k: rng.choice(v) for k, v in ATTRIBUTES.items()}, rng.randint(4, 6)))
+                else:
+                    scene = t.meta["modified_scene"] if t.view == "modified" else t.meta["scene"]
+                    target = clue_target(scene)
+                    if not votes_only and parse_clue(target) not in heard.values():
+                        record[t.game].append((t, target))
+                    echo = t.view == "original" and rng.random() < cfg.echo
+                    outs.append(target if echo else clue_text(rng.choice(scene["objects"]), len(scene["objects"])))
+                heard[t.player] = parse_clue(outs[-1])
             else:
                 # A civilian knows it is not the spy: it names another player, or (one time in ten) abstains.
                 others = [p + 1 for p in range(t.n_players) if p != t.player]
                 k = 0 if rng.random() < cfg.abstain else rng.choice(others)
-                outs.append("I compare the clues with my picture. " + ("\\boxed{N/A}" if k == 0 else f"\\boxed{{{k}}}"))
+                vote = "\\boxed{N/A}" if k == 0 else f"\\boxed{{{k}}}"
+                outs.append(f"{notes(t.player, said[t.game])} {vote}")
                 votes.setdefault(t.game, []).append((t, outs[-1]))
         for g, cast in votes.items():
             record[g] += rng.sample(cast, min(cfg.votes_per_game, len(cast)))
         return outs
 
     play_games(
-        [Game(rng.choice(GAME_CONFIGS), "clevr", seed=first + i, meta=m, index=i) for i, (m, _) in enumerate(games)],
+        [Game(rng.choice(rules), "clevr", seed=first + i, meta=m, index=i) for i, (m, _) in enumerate(games)],
         teacher,
     )
-    eos = policy.processor.tokenizer.eos_token
+    tokenizer = policy.processor.tokenizer
     samples = []
     for (_, scenes), turns in zip(games, record):
         for turn, target in turns:
             info = scenes[turn.view == "modified"]
-            ids = policy.processor.tokenizer(target + eos, add_special_tokens=False).input_ids
-            samples.append(_Sample(policy.inputs.prompt_ids(turn.messages, info.picture), ids, info))
+            ids = tokenizer(target + tokenizer.eos_token, add_special_tokens=False).input_ids
+            plain = _plain_ids(policy, turn.messages) if turn.stage == "decision" else None
+            samples.append(_Sample(policy.inputs.prompt_ids(turn.messages, info.picture), ids, info, plain))
     return samples
+
+
+def _plain_ids(policy: Policy, messages: list[dict]) -> list[int]:
+    """A prompt's token ids with its picture left out."""
+    text_only = [{**m, "content": [c for c in m["content"] if c["type"] != "image"]} for m in messages]
+    text = policy.processor.apply_chat_template(text_only, add_generation_prompt=True, tokenize=False)
+    return policy.processor.tokenizer(text).input_ids
+
+
+def _text_loss(model, pad_id: int, batch: list[_Sample]) -> tuple[torch.Tensor, float]:
+    """The language model's loss on text-only vote turns, and its greedy accuracy on the target tokens."""
+    rows = [s.plain + s.target for s in batch]
+    width, c = max(map(len, rows)), max(len(s.target) for s in batch)
+    ids = torch.full((len(rows), width), pad_id)  # [B, T], left-padded
+    mask = torch.zeros_like(ids)  # [B, T]
+    keep = torch.zeros(len(rows), c, dtype=torch.bool)  # [B, C]: the target tokens, right-aligned
+    for i, (row, s) in enumerate(zip(rows, batch)):
+        ids[i, width - len(row) :], mask[i, width - len(row) :] = torch.tensor(row), 1
+        keep[i, c - len(s.target) :] = True
+    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=c + 1, use_cache=False).logits[:, :-1]
+    targets = ids[:, -c:]  # [B, C]
+    loss = F.cross_entropy(logits[keep], targets[keep])
+    return loss, (logits[keep].argmax(-1) == targets[keep]).float().mean().item()
 
 
 def _spread(h: int, w: int, cells: list[int], radius: int) -> torch.Tensor:
@@ -263,8 +298,39 @@ def _pretrain(source: Path, out: Path, cfg: PretrainConfig) -> Path:
     model.train()
 
     games = [g for first in range(0, n_games, 48) for g in _games(policy, pairs, first, min(48, n_games - first))]
+    pools: dict[tuple, list[_Sample]] = {}
+    next_game = 0
 
-    # Stage 1: the vision tower alone, on the training pictures.
+    def next_batch(votes_only: bool, rules: tuple[GameConfig, ...] = GAME_CONFIGS) -> list[_Sample]:
+        nonlocal next_game
+        pool = pools.setdefault((votes_only, rules), [])
+        while len(pool) < cfg.batch_size:
+            first = next_game % n_games  # the seat of the spy and the history change on every replay
+            chunk = games[first : first + cfg.games_per_chunk]
+            pool += _chunk(policy, chunk, next_game, rng, cfg, votes_only, rules)
+            rng.shuffle(pool)
+            next_game += len(chunk)
+        batch, pools[(votes_only, rules)] = pool[: cfg.batch_size], pool[cfg.batch_size :]
+        return batch
+
+    # Stage 1, reading: the language model alone, on text-only vote turns.
+    language = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
+    opt = torch.optim.AdamW(language, lr=cfg.reading_lr, weight_decay=0.0)
+    # A constant rate after the warm-up: the reading appears suddenly, after a plateau of unknown length.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / cfg.warmup))
+    for step in range(cfg.reading_steps):
+        rules = FIRST_READ if step < cfg.reading_short * cfg.reading_steps else GAME_CONFIGS
+        loss, accuracy = _text_loss(model, policy.inputs.pad_id, next_batch(True, rules))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(language, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 50 == 0 or step == cfg.reading_steps - 1:
+            log.info("tiny pretraining reading step %d/%d: loss %.3f, token accuracy %.3f",
+                     step + 1, cfg.reading_steps, loss.item(), accuracy)  # fmt: skip
+
+    # Stage 2, seeing: the vision tower alone, on the training pictures.
     shown = [s for _, scenes in games for s in scenes]
     opt = torch.optim.AdamW(vision_params, lr=cfg.vision_lr, weight_decay=0.0, betas=(0.9, 0.98))
     for step in range(cfg.vision_steps):
@@ -277,21 +343,7 @@ def _pretrain(source: Path, out: Path, cfg: PretrainConfig) -> Path:
             log.info("tiny pretraining vision step %d/%d: naming loss %.3f", step + 1, cfg.vision_steps, loss.item())
     del shown
 
-    # Stage 2: everything, on the game's turns, while the spread scaffold shrinks to nothing.
-    pool: list[_Sample] = []
-    next_game = 0
-
-    def next_batch() -> list[_Sample]:
-        nonlocal pool, next_game
-        while len(pool) < cfg.batch_size:
-            first = next_game % n_games  # the seat of the spy and the history change on every replay
-            chunk = games[first : first + cfg.games_per_chunk]
-            pool += _chunk(policy, chunk, next_game, rng, cfg)
-            rng.shuffle(pool)
-            next_game += len(chunk)
-        batch, pool = pool[: cfg.batch_size], pool[cfg.batch_size :]
-        return batch
-
+    # Stage 3, playing: everything, on the game's turns, while the spread scaffold shrinks to nothing.
     vision_ids = {id(p) for p in vision_params}
     groups = [
         dict(params=vision_params, lr=cfg.vision_lr),
@@ -302,7 +354,7 @@ def _pretrain(source: Path, out: Path, cfg: PretrainConfig) -> Path:
     losses = []
     for step in range(cfg.steps):
         radius = max(0, math.ceil(cfg.spread * (1 - step / max(1, cfg.spread_until * cfg.steps))))
-        loss, naming = _step_loss(policy, head, next_batch(), radius)
+        loss, naming = _step_loss(policy, head, next_batch(False), radius)
         (loss + cfg.aux_weight * naming).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -317,13 +369,11 @@ def _pretrain(source: Path, out: Path, cfg: PretrainConfig) -> Path:
 
     model.eval().requires_grad_(False)  # frozen, the policy encodes each held-out picture once
     held_out = range(n_games, n_games + cfg.eval_games)
-    report = evaluate(Policy(model, processor), pairs, held_out, GameConfig())
-    report["vote_format_valid_by_game"] = {
-        _name(c): evaluate(Policy(model, processor), pairs, held_out, c)["vote_format_valid"] for c in GAME_CONFIGS[1:]
-    }
+    report = measure(model, processor, pairs, held_out, GAME_CONFIGS[1:])
     report.update(
-        steps=cfg.steps,
+        reading_steps=cfg.reading_steps,
         vision_steps=cfg.vision_steps,
+        steps=cfg.steps,
         batch_size=cfg.batch_size,
         final_loss=round(sum(losses[-20:]) / len(losses[-20:]), 4),
         train_seconds=round(train_seconds, 1),
@@ -336,76 +386,3 @@ def _pretrain(source: Path, out: Path, cfg: PretrainConfig) -> Path:
     (out / REPORT).write_text(json.dumps(report, indent=1))
     log.info("tiny pretraining done: %s", report)
     return out
-
-
-def _name(config: GameConfig) -> str:
-    return f"{config.n_civilians} civilians, {config.clue_rounds} rounds, {config.spy_view} spy"
-
-
-@torch.no_grad()
-def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
-    """Greedy play on held-out scenes: format validity of clues and votes, and truth of the clues' content.
-
-    Each content metric ``clue_X_true`` comes with ``clue_X_chance`` (a uniformly random answer) and, where defined,
-    ``clue_X_blind`` (the best constant answer, chosen on these very turns: the most a model blind to the picture
-    could score)."""
-    chosen = [pairs[i] for i in indices]  # each access renders, so once
-    pics = policy.inputs.pictures([img for p in chosen for img in (p.original, p.modified)])
-    games = [Game(config, "clevr", seed=i, meta=p.meta, index=k) for k, (i, p) in enumerate(zip(indices, chosen))]
-    greedy = SamplingConfig(temperature=0.0, max_new_tokens=48)
-    counts, targets = Counter(), []
-    lo, hi = getattr(pairs, "n_objects", (4, 6))
-    n_kinds = math.prod(len(v) for v in ATTRIBUTES.values())
-
-    def answer(turns):
-        shown = [pics[2 * t.game + (t.view == "modified")] for t in turns]
-        comps = policy.generate([policy.inputs.prompt_ids(t.messages, p) for t, p in zip(turns, shown)], shown, greedy)
-        texts = [policy.inputs.text(c.ids) for c in comps]
-        for t, text in zip(turns, texts):
-            if t.stage == "decision":
-                counts["votes"] += 1
-                vote = parse_vote(text, t.n_players)
-                counts["vote_valid"] += vote != "invalid"
-                counts["vote_self"] += vote == t.player
-                counts["vote_na"] += vote == "n/a"
-                counts["vote_spy"] += vote == games[t.game].spy  # measured only: no target depends on it
-                counts["vote_spy_chance"] += 1 / (t.n_players - 1)  # another player, uniformly
-                continue
-            if t.view == "blank":
-                continue  # no objects to be true about
-            objs = biggest_first(t.meta["modified_scene"] if t.view == "modified" else t.meta["scene"])
-            target = objs[0]
-            targets.append({**{k: target[k] for k in ATTRIBUTES}, "count": len(objs)})
-            kinds = {tuple(o[k] for k in ATTRIBUTES) for o in objs}
-            counts["clues"] += 1
-            counts["count_true"] += f"I see {len(objs)} objects" in text
-            counts["object_chance"] += len(kinds) / n_kinds
-            clue = parse_clue(text)
-            counts["clue_valid"] += clue is not None
-            if clue is None:
-                continue
-            words = set(clue.lower().replace(".", " ").split())
-            counts["object_true"] += any(all(w in words for w in kind) for kind in kinds)
-            for k in ATTRIBUTES:
-                counts[f"{k}_true"] += target[k] in words
-        return texts
-
-    play_games(games, answer)
-    n_clues, n_votes = max(1, counts["clues"]), max(1, counts["votes"])
-    report = {
-        "eval_games": len(chosen),
-        "clue_format_valid": round(counts["clue_valid"] / n_clues, 3),
-        "vote_format_valid": round(counts["vote_valid"] / n_votes, 3),
-        "vote_self": round(counts["vote_self"] / n_votes, 3),
-        "vote_na": round(counts["vote_na"] / n_votes, 3),
-        "vote_spy": round(counts["vote_spy"] / n_votes, 3),
-        "vote_spy_chance": round(counts["vote_spy_chance"] / n_votes, 3),
-        "clue_object_true": round(counts["object_true"] / n_clues, 3),
-        "clue_object_chance": round(counts["object_chance"] / n_clues, 3),
-    }
-    for k in ("count", *ATTRIBUTES):
-        blind = max(Counter(t[k] for t in targets).values(), default=0) / n_clues
-        chance = 1 / (hi - lo + 1) if k == "count" else 1 / len(ATTRIBUTES[k])
-        report[f"clue_{k}_true"] = round(counts[f"{k}_true"] / n_clues, 3)
-        report[f"clue_{k}_chance"], report[f"clue_{k}_blind"] = round(chance, 3), round(blind, 3)
-    return report

@@ -1,8 +1,9 @@
 """The one command that rebuilds the shipped ``tiny`` from scratch: the random-init build, the self-supervised stage,
 and the manifest of SHA-256s that every load checks (:mod:`vzero.tiny.manifest`)::
 
-    python -m vzero.tiny.recipe                      # rewrite vzero/tiny/shipped (199 s on 2 cores)
+    python -m vzero.tiny.recipe                      # rewrite vzero/tiny/shipped (about 22 minutes on 2 cores)
     python -m vzero.tiny.recipe --out /tmp/tiny      # elsewhere, e.g. to compare with the shipped files
+    python -m vzero.tiny.recipe --remeasure          # only measure the shipped model again (its report and manifest)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from vzero.tiny import build, pretrain
+from vzero.tiny import build, pretrain, report
 from vzero.tiny.cache import PRETRAINED_RECIPE, recipe_fingerprint
 from vzero.tiny.manifest import REBUILD, SHIPPED, write_manifest
 
@@ -57,7 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vision-steps", type=int, help="override PretrainConfig.vision_steps")
     parser.add_argument("--train-games", type=int, help="override PretrainConfig.train_games")
     parser.add_argument("--eval-games", type=int, help="override PretrainConfig.eval_games")
+    parser.add_argument("--remeasure", action="store_true", help="rewrite the report of the model at --out, untrained")
     args = parser.parse_args(argv)
+    if args.remeasure:
+        measured = report.remeasure(args.out, pretrain.GAME_CONFIGS[1:])
+        print(f"{args.out}: remeasured on {measured['eval_games']} held-out games")
+        return
     overrides = {
         k: v
         for k, v in {
