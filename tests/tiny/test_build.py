@@ -61,17 +61,27 @@ def test_tokenizer_keeps_content_words_whole(tiny_random):
     assert tok.decode(tok(clue, add_special_tokens=False).input_ids) == clue
 
 
-def test_pretrained_tiny_answers_in_format(tiny_path):
-    """The pretrained tiny model answers in the game's formats under greedy decoding, on held-out scenes."""
+def test_pretrained_tiny_answers_in_format_and_reads_the_clues(tiny_path):
+    """The pretrained tiny model answers in the game's formats under greedy decoding, on held-out scenes, and its
+    notes read the clues it gave itself; its votes find the spy no better than a vote for a random other player."""
     from vzero.model import Policy, load_vlm
-    from vzero.tiny.pretrain import REPORT, evaluate
+    from vzero.tiny.pretrain import REPORT
+    from vzero.tiny.report import evaluate
 
     report = json.loads((Path(tiny_path) / REPORT).read_text())
     assert report["clue_format_valid"] >= 0.9 and report["vote_format_valid"] >= 0.9
     # ... in every rule set it was shown, the 3-player blank-spy game of configs/tiny_learn.yaml among them
-    assert len(report["vote_format_valid_by_game"]) == 3 and min(report["vote_format_valid_by_game"].values()) >= 0.9
+    by_game = report["by_game"]
+    assert len(by_game) == 3 and min(g["vote_format_valid"] for g in by_game.values()) >= 0.9
     # It reads the picture: colour beats both chance and the best answer a model blind to the image could give.
     assert report["clue_color_true"] > report["clue_color_blind"] + 0.2
+    # It reads the clues of its own games: copies them by number far above chance, and in the 3-player game that RL
+    # trains on it judges them same or different well above a coin.
+    learn = by_game["2 civilians, 1 rounds, blank spy"]
+    assert learn["notes_copy"] > 0.9 and report["notes_copy"] > report["notes_copy_chance"] + 0.3
+    assert learn["notes_judge"] > 0.7
+    # Spy-finding is left to RL: the votes stay near a random other player's and never name the voter.
+    assert abs(learn["vote_spy"] - learn["vote_spy_chance"]) < 0.15 and learn["vote_self"] < 0.05
     model, processor = load_vlm(tiny_path, lora=None)
     pairs = ClevrPairs(n=4, seed=99, size=(240, 160))
     fresh = evaluate(Policy(model.eval(), processor), pairs, range(4), GameConfig())
