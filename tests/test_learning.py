@@ -1,13 +1,13 @@
-"""Learning, tested: a short RL run on the shipped tiny model raises the civilians' expected vote reward on held-out
-turns, measured exactly, by a margin well outside its seed-to-seed noise.
+"""Learning, tested: a short RL run on the shipped tiny model raises the civilians' spy-finding on held-out turns,
+measured exactly, by a margin well outside its seed-to-seed noise.
 
 The run is an ordinary ``vzero fit`` of ``configs/tiny_learn.yaml`` (pure decision training, fewer games and steps), in
 process. The measure is exact, with no sampling noise: on fixed vote turns of held-out games (prompts played by the
-frozen start), the probability of each vote the model can cast (another player, itself, N/A: the completions of the
-format it was pretrained on) and so the expected Eq. 4 reward. Whatever probability the listed votes miss counts as
-an unparseable vote (-1), so the measure can only understate a policy. The run fails this test when learning breaks:
-with the advantage's sign flipped the reward falls, and with the KL reference pointing at the policy the frozen start
-no longer scores as it did before training.
+frozen start), the probability of each vote the model can cast (another player, itself, N/A) after the notes it was
+pretrained to write, read right from the clues (:func:`vzero.rollout.votes.vote_values`), and so the probability that
+a vote names the spy. The base's vote is spy-blind (it names another player at random), so the rise is what RL found
+in the notes. The run fails this test when learning breaks: with the advantage's sign flipped spy-finding falls, and
+with the KL reference pointing at the policy the frozen start no longer scores as it did before training.
 """
 
 import sys
@@ -23,8 +23,8 @@ from vzero.rollout.votes import VoteTurn, held_out_vote_turns, vote_values
 ROOT = Path(__file__).resolve().parents[1]
 GAME = GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank", votes_per_voter=1)  # as configs/tiny_learn.yaml
 STEPS = 20
-MARGIN = 0.005
-"""Seeds 0, 1, 2 gained 0.022, 0.013, 0.021 (sd 0.005); with the advantage's sign flipped the reward fell by 0.406."""
+MARGIN = 0.01
+"""Seeds 0, 1, 2 raised P(spy) by 0.032, 0.032, 0.023 (sd 0.005); with the advantage's sign flipped it fell by 0.145."""
 
 
 def held_out_turns(policy: Policy) -> list[VoteTurn]:
@@ -70,7 +70,7 @@ def start(tiny_path):
 @pytest.mark.slow
 def test_a_short_decision_run_raises_the_expected_vote_reward(start, tmp_path, monkeypatch):
     turns, before = start
-    assert len(turns) == 96 and before["listed"] > 0.9  # the listed votes are what the start says
+    assert len(turns) == 96 and before["listed"] > 0.9  # after its notes, the start casts one of the listed votes
     module = fit(tmp_path, monkeypatch)
     policy = module.policy
     policy.model.eval()
@@ -79,6 +79,6 @@ def test_a_short_decision_run_raises_the_expected_vote_reward(start, tmp_path, m
     after = vote_values(policy, turns)
     # The reference is the frozen start, untouched by training.
     assert frozen == pytest.approx(before, abs=1e-4)
-    gain = after["reward"] - before["reward"]
-    print(f"expected vote reward {before['reward']:.3f} -> {after['reward']:.3f}; {before} -> {after}")
+    gain = after["spy"] - before["spy"]
+    print(f"P(spy) {before['spy']:.3f} -> {after['spy']:.3f}; {before} -> {after}")
     assert gain > MARGIN, (before, after)

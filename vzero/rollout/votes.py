@@ -1,14 +1,16 @@
 """What a policy's votes are worth, measured exactly: no sampling noise, so two policies compare on equal terms.
 
 On fixed vote turns (the civilians' prompts of held-out games, played once), :func:`vote_values` computes the
-probability of each whole vote a policy can cast in a given format (naming each player, or abstaining) and from them
-the expected Eq. 4 reward, the probability of naming the spy, oneself, or N/A. Probability that the listed votes miss
-(any other text) counts as an unparseable vote (-1), so the expected reward can only understate a policy.
+probability of each vote a policy can cast (naming each player, or abstaining) after a given lead-in, by default the
+notes the embedded ``tiny`` model was pretrained to write before its vote (:func:`vzero.tiny.targets.notes`, the
+clues read right), and from them the expected Eq. 4 reward, the probability of naming the spy, oneself, or N/A.
+Probability that the listed votes miss (any other text) counts as an unparseable vote (-1), so the expected reward can
+only understate a policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +22,12 @@ from vzero.model.inputs import Picture
 from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingByStage
 from vzero.rollout.engine import RolloutEngine
+from vzero.tiny.targets import last_clues, notes
 
-VOTE_FORMAT = "I compare the clues with my picture. \\boxed{{{}}}"
-"""The vote the embedded ``tiny`` model was pretrained to write (``{}`` is a player's number or ``N/A``)."""
+
+def tiny_notes(turn: VoteTurn) -> str:
+    """The notes the embedded ``tiny`` model writes before its vote, with every clue read right."""
+    return notes(turn.player, turn.clues)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class VoteTurn:
     player: int
     spy: int
     n_players: int
+    clues: Mapping[int, str | None]
+    """Each player's last clue, as the prompt shows them."""
 
 
 def vote_turns(
@@ -40,7 +47,7 @@ def vote_turns(
     """The civilians' vote turns of one game per pair, the clues spoken by ``policy`` (keyed by ``seed``)."""
     rollout = RolloutEngine(policy).play(list(pairs), config, sampling, sample_seed=seed)
     return [
-        VoteTurn(s.prompt_ids, s.picture, s.turn.player, t.spy, s.turn.n_players)
+        VoteTurn(s.prompt_ids, s.picture, s.turn.player, t.spy, s.turn.n_players, last_clues(t.clues))
         for t in rollout.transcripts
         for s in t.samples
         if s.turn.stage == Stage.DECISION
@@ -56,18 +63,28 @@ def held_out_vote_turns(
 
 
 @torch.no_grad()
-def vote_values(policy: Policy, turns: Sequence[VoteTurn], vote_format: str = VOTE_FORMAT) -> dict[str, float]:
+def vote_values(
+    policy: Policy, turns: Sequence[VoteTurn], lead: Callable[[VoteTurn], str] = tiny_notes
+) -> dict[str, float]:
     """Means over ``turns`` of the expected decision reward (``reward``) and of the probability of naming the spy
-    (``spy``), oneself (``self``), abstaining (``n/a``) and of writing any listed vote at all (``listed``)."""
+    (``spy``), oneself (``self``), abstaining (``n/a``) and of writing any listed vote at all (``listed``), each vote
+    ``\\boxed{k}`` scored after ``lead(turn)`` (given, not scored); ``lead`` is the mean log-probability per token of
+    the lead-in itself."""
     tokenizer = policy.processor.tokenizer
-    out = dict.fromkeys(("reward", "spy", "self", "n/a", "listed"), 0.0)
+    out = dict.fromkeys(("reward", "spy", "self", "n/a", "listed", "lead"), 0.0)
     for turn in turns:
         answers: list[int | str] = [*range(turn.n_players), "n/a"]
-        texts = [vote_format.format("N/A" if a == "n/a" else a + 1) + tokenizer.eos_token for a in answers]
+        first = lead(turn)
+        head = tokenizer(first, add_special_tokens=False).input_ids
+        texts = [f"{first} \\boxed{{{'N/A' if a == 'n/a' else a + 1}}}{tokenizer.eos_token}" for a in answers]
         completions = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        assert all(c[: len(head)] == head for c in completions), "the lead-in must tokenize alike on its own"
         n = len(answers)
         inputs = policy.inputs.pack([turn.prompt_ids] * n, [turn.picture] * n, completions)
-        p = policy.logprobs(inputs).sum(1).exp().tolist()  # [n]: probability of each whole completion
+        logp = policy.logprobs(inputs)  # [n, C], right-aligned
+        tails = [len(c) - len(head) for c in completions]
+        p = [logp[i, logp.shape[1] - t :].sum().exp().item() for i, t in enumerate(tails)]  # each vote, given the lead
+        out["lead"] += logp[0, logp.shape[1] - len(completions[0]) : logp.shape[1] - tails[0]].mean().item()
         out["reward"] += sum(q * decision_reward(a, turn.spy) for q, a in zip(p, answers)) - (1 - sum(p))
         out["spy"] += p[turn.spy]
         out["self"] += p[turn.player]
