@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +35,9 @@ CURVES = ("eval/win_rate", "eval/win_rate_lo", "eval/win_rate_hi", "eval/decisio
 TRAIN_CURVES = ("decision/acc", "decision/na_rate", "stage/clue")
 
 
-def train(config: Path, mode: str, seed: int, minutes: float, extra: list[str]) -> tuple[str, float]:
-    """One ``vzero fit`` in its own process; returns its MLflow run name and wall seconds."""
+def train(config: Path, mode: str, seed: int, minutes: float, extra: list[str], threads: int = 0) -> tuple[str, float]:
+    """One ``vzero fit`` in its own process (on ``threads`` torch threads, if set); returns its MLflow run name and
+    wall seconds."""
     name = f"{mode}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     hours, rest = divmod(int(minutes * 60), 3600)
     argv = [sys.executable, "-m", "vzero", "fit", "--config", str(config), "--model.mode", mode]
@@ -45,7 +47,8 @@ def train(config: Path, mode: str, seed: int, minutes: float, extra: list[str]) 
     argv += ["--trainer.enable_progress_bar", "false", *extra]
     start = time.perf_counter()
     print(f"== {name}: {' '.join(argv[2:])}", flush=True)
-    subprocess.run(argv, cwd=ROOT, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    subprocess.run(argv, cwd=ROOT, check=True, env=env)
     return name, time.perf_counter() - start
 
 
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="wall-time cap of each training run (the config's max_steps may end it first)",
     )
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, the CPU's cores shared between them")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--replot", action="store_true", help="redraw the figure and table from the existing JSON")
     ap.add_argument("extra", nargs="*", help="more `vzero fit` options, after --")
@@ -162,12 +166,19 @@ def main(argv: list[str] | None = None) -> dict:
         print(table(runs))
         return result
 
-    runs = []
-    for seed in SEEDS[: args.seeds]:
-        for mode in args.modes:
-            name, wall = train(args.config, mode, seed, args.minutes, args.extra)
-            runs.append(summarise(seed, mode, wall, read_run(name)))
-            print(table(runs[-1:]), flush=True)
+    plan = [(seed, mode) for seed in SEEDS[: args.seeds] for mode in args.modes]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+
+    def one(seed_mode: tuple[int, str]) -> dict:
+        seed, mode = seed_mode
+        time.sleep(plan.index(seed_mode) % args.jobs)  # distinct run names, which carry the second they start
+        name, wall = train(args.config, mode, seed, args.minutes, args.extra, threads)
+        run = summarise(seed, mode, wall, read_run(name))
+        print(table([run]), flush=True)
+        return run
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(one, plan))
     args.out.mkdir(parents=True, exist_ok=True)
     plot(runs, args.out / "learning_signal.png")
     print("\nlearning signal: win rate against the frozen start, held-out games\n" + table(runs))
@@ -177,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ablation": {mode: [r for r in runs if r["mode"] == mode] for mode in args.modes},
         "config": args.config.read_text(),
         "minutes": args.minutes,
+        "jobs": args.jobs,
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()},
     }
     (args.out / "learning_signal.json").write_text(json.dumps(result, indent=1))
