@@ -6,10 +6,10 @@ stage supplies that starting point without labels, from the renderer's metadata 
 (:mod:`vzero.tiny.targets`), on games played by a scripted teacher:
 
 - clue turns: the real clue prompt, the speaker's own picture, and its caption as the target;
-- vote turns: the real decision prompt, and the voter's notes (each clue's colour, same or different from its own)
-  followed by a random valid vote: ``\\boxed{N/A}`` one time in ten, otherwise another player chosen uniformly (a
-  civilian knows it is not the spy). Nothing here depends on who the spy is: the notes are a function of the clue
-  text, and linking them to the vote is left to RL.
+- vote turns: the real decision prompt, and the voter's notes (each other player's last clue copied, and whether it
+  is the same as the voter's own) followed by a random valid vote: ``\\boxed{N/A}`` one time in ten, otherwise
+  another player chosen uniformly (a civilian knows it is not the spy). Nothing here depends on who the spy is: the
+  notes are a function of the clue text, and linking them to the vote is left to RL.
 
 Games are drawn from several rule sets (:data:`GAME_CONFIGS`: 2-4 civilians, 1-2 rounds, modified or blank spy), so
 the formats hold whichever game RL then plays. A blank picture shows no object, so a blank spy's turn has no caption
@@ -25,7 +25,7 @@ Three stages, in this order:
    tokens is a needle a young model does not find in a few hundred steps, so while it learns, each object's centre
    token is copied over its neighbours (the sample's target object first), over a radius that shrinks to zero.
 
-In the teacher's games a civilian says its own caption three times in four (so that the notes see matching colours as
+In the teacher's games a civilian says its own caption three times in four (so that the notes see matching clues as
 they will under RL) and a random true clue otherwise; a clue turn whose caption was already said in that game is not
 trained, so no target can be copied from the history.
 
