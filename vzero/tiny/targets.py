@@ -12,8 +12,9 @@ A vote turn's answer restates the evidence before the vote, one line of the clue
 (what the voter's own last clue describes, then what each other player's does, and whether the two are the same).
 Every token of the notes is a function of the public clue text alone, so it can be taught with no labels and without
 ever knowing who the spy is; which player to vote for is left to RL. Copying whole descriptions gives each copy a run
-of tokens to follow, which a small model picks up far sooner than a single word; and whole descriptions are what
-differ in the tiny model's games, where a blank spy tends to repeat the colour it has heard but not the shape.
+of tokens to follow, which a small model picks up far sooner than a single word. Judging whole descriptions is
+strict: two civilians' sampled clues seldom match word for word, so the verdicts single out the spy less often than
+a comparison of one attribute (colour) would (README, "Does training help?").
 
 A single vote token is too sparse a target for a small network to learn to read the clues from (it stays at
 self-exclusion); dense targets for the copying and the comparison are what make the reading learnable.
