@@ -23,7 +23,7 @@ def evaluation_setup(policy, world=1, rank=0, n_pairs=40):
 
     datamodule = SimpleNamespace(
         game=GameConfig(**SELF_PLAY),
-        sampling=SamplingByStage(SamplingConfig(max_new_tokens=24), SamplingConfig(max_new_tokens=16)),
+        sampling=SamplingByStage(SamplingConfig(max_new_tokens=24), SamplingConfig(max_new_tokens=64)),
         pairs=ClevrPairs(n=n_pairs, seed=0, size=(120, 80)),
     )
     trainer = SimpleNamespace(
