@@ -116,7 +116,7 @@ def test_a_fit_under_lightnings_16_mixed_plugin_survives_a_run_of_overflows(tiny
     from vzero.model.sampling import SamplingByStage, SamplingConfig
     from vzero.rollout import GameRolloutDataModule
 
-    sampling = SamplingByStage(SamplingConfig(max_new_tokens=32), SamplingConfig(max_new_tokens=24))
+    sampling = SamplingByStage(SamplingConfig(max_new_tokens=32), SamplingConfig(max_new_tokens=48))
     decoding = DecodingConfig(decoder="generate")
     module = VisionZeroModule(vlm=ModelConfig(name_or_path=tiny_path), mode="both", schedule=None, decoding=decoding)
     module.configure_model()
