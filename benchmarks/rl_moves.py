@@ -64,13 +64,18 @@ def one(name: str, out: Path) -> None:
     from vzero.cli.train import VZeroCLI, quiet
     from vzero.model import Policy, load_vlm
     from vzero.rollout.votes import vote_values
+    from vzero.tiny.targets import notes
+
+    def lead(turn):  # the notes tiny writes before its vote, every clue read right
+        return notes(turn.player, turn.clues)
+
     from vzero.tiny import resolve
 
     steps, extra = SETTINGS[name]
     model, processor = load_vlm(resolve("tiny"), lora=None)
     start_policy = Policy(model.eval(), processor)
     turns = held_out_turns(start_policy)
-    before = vote_values(start_policy, turns)
+    before = vote_values(start_policy, turns, lead)
     work = out.parent / f"work-{name}"
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
@@ -80,7 +85,7 @@ def one(name: str, out: Path) -> None:
     module = VZeroCLI(args=["fit", *config, *extra]).model
     seconds = time.perf_counter() - t0
     module.policy.model.eval()
-    after = vote_values(module.policy, turns)
+    after = vote_values(module.policy, turns, lead)
     record = {"setting": name, "steps": steps, "overrides": extra, "fit_seconds": round(seconds, 1)}
     out.write_text(json.dumps({**record, "turns": len(turns), "before": before, "after": after}, indent=1))
 

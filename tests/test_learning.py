@@ -18,13 +18,20 @@ import pytest
 from vzero.game import GameConfig
 from vzero.model import Policy, load_vlm
 from vzero.model.sampling import SamplingByStage, SamplingConfig
-from vzero.rollout.votes import VoteTurn, held_out_vote_turns, vote_values
+from vzero.rollout.votes import VoteTurn, held_out_vote_turns
+from vzero.rollout.votes import vote_values as values_after
+from vzero.tiny.targets import notes
 
 ROOT = Path(__file__).resolve().parents[1]
 GAME = GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank", votes_per_voter=1)  # as configs/tiny_learn.yaml
 STEPS = 20
 MARGIN = 0.01
 """Seeds 0, 1, 2 raised P(spy) by 0.032, 0.032, 0.023 (sd 0.005); with the advantage's sign flipped it fell by 0.145."""
+
+
+def vote_values(policy: Policy, turns: list[VoteTurn]) -> dict[str, float]:
+    """The votes' exact values after the notes ``tiny`` writes, every clue read right."""
+    return values_after(policy, turns, lambda turn: notes(turn.player, turn.clues))
 
 
 def held_out_turns(policy: Policy) -> list[VoteTurn]:

@@ -1,6 +1,6 @@
 from vzero.data.pairs import ClevrPairs
 from vzero.game import parse_clue, parse_vote
-from vzero.tiny.targets import NONE, biggest_first, clue_target, described, last_clues, notes, score_notes
+from vzero.tiny.targets import NONE, biggest_first, clue_target, described, notes, score_notes
 
 CLUES = {0: "There is a large red metal cube.", 1: "There is a large red metal cube.", 2: "a red cylinder", 3: None}
 
@@ -31,10 +31,6 @@ def test_notes_compare_each_other_clue_whole_and_never_name_the_spy():
     assert parse_vote(text, 4) == "invalid"  # the notes hold no vote of their own
     # A voter whose own clue is unparseable matches nobody, not even another unparseable clue.
     assert "same" not in notes(3, {**CLUES, 2: None})
-
-
-def test_last_clues_keep_each_players_latest():
-    assert last_clues([["a", "b", "c"], ["d", None]]) == {0: "d", 1: None, 2: "c"}
 
 
 def test_notes_are_scored_entry_by_entry_and_malformed_text_scores_zero():

@@ -1,8 +1,8 @@
 """What a policy's votes are worth, measured exactly: no sampling noise, so two policies compare on equal terms.
 
 On fixed vote turns (the civilians' prompts of held-out games, played once), :func:`vote_values` computes the
-probability of each vote a policy can cast (naming each player, or abstaining) after a given lead-in, by default the
-notes the embedded ``tiny`` model was pretrained to write before its vote (:func:`vzero.tiny.targets.notes`, the
+probability of each vote a policy can cast (naming each player, or abstaining) after a given lead-in (for the embedded
+``tiny`` model, the notes it was pretrained to write before its vote, :func:`vzero.tiny.targets.notes`, with the
 clues read right), and from them the expected Eq. 4 reward, the probability of naming the spy, oneself, or N/A.
 Probability that the listed votes miss (any other text) counts as an unparseable vote (-1), so the expected reward can
 only understate a policy.
@@ -22,12 +22,6 @@ from vzero.model.inputs import Picture
 from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingByStage
 from vzero.rollout.engine import RolloutEngine
-from vzero.tiny.targets import last_clues, notes
-
-
-def tiny_notes(turn: VoteTurn) -> str:
-    """The notes the embedded ``tiny`` model writes before its vote, with every clue read right."""
-    return notes(turn.player, turn.clues)
 
 
 @dataclass(frozen=True)
@@ -47,11 +41,16 @@ def vote_turns(
     """The civilians' vote turns of one game per pair, the clues spoken by ``policy`` (keyed by ``seed``)."""
     rollout = RolloutEngine(policy).play(list(pairs), config, sampling, sample_seed=seed)
     return [
-        VoteTurn(s.prompt_ids, s.picture, s.turn.player, t.spy, s.turn.n_players, last_clues(t.clues))
+        VoteTurn(s.prompt_ids, s.picture, s.turn.player, t.spy, s.turn.n_players, _last_clues(t.clues))
         for t in rollout.transcripts
         for s in t.samples
         if s.turn.stage == Stage.DECISION
     ]
+
+
+def _last_clues(said: Sequence[Sequence[str | None]]) -> dict[int, str | None]:
+    """Each player's last clue from ``said[round][player]``."""
+    return {p: clue for round_ in said for p, clue in enumerate(round_)}
 
 
 def held_out_vote_turns(
@@ -63,9 +62,7 @@ def held_out_vote_turns(
 
 
 @torch.no_grad()
-def vote_values(
-    policy: Policy, turns: Sequence[VoteTurn], lead: Callable[[VoteTurn], str] = tiny_notes
-) -> dict[str, float]:
+def vote_values(policy: Policy, turns: Sequence[VoteTurn], lead: Callable[[VoteTurn], str]) -> dict[str, float]:
     """Means over ``turns`` of the expected decision reward (``reward``) and of the probability of naming the spy
     (``spy``), oneself (``self``), abstaining (``n/a``) and of writing any listed vote at all (``listed``), each vote
     ``\\boxed{k}`` scored after ``lead(turn)`` (given, not scored); ``lead`` is the mean log-probability per token of

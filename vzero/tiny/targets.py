@@ -23,7 +23,7 @@ self-exclusion); dense targets for the copying and the comparison are what make 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -58,14 +58,6 @@ def notes(player: int, clues: Mapping[int, str | None]) -> str:
         theirs = described(clues[p])
         parts.append(f"Player {p + 1}: {theirs}, {'same' if theirs == mine != NONE else 'different'}.")
     return " ".join(parts)
-
-
-def last_clues(said: Sequence[Sequence[str | None]]) -> dict[int, str | None]:
-    """Each player's last clue from ``said[round][player]`` (a round may be partly played)."""
-    out: dict[int, str | None] = {}
-    for round_ in said:
-        out.update(enumerate(round_))
-    return out
 
 
 def score_notes(text: str, player: int, clues: Mapping[int, str | None]) -> dict[str, int]:
