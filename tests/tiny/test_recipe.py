@@ -65,7 +65,22 @@ def test_a_missing_file_or_manifest_is_an_error_naming_it(shipped_copy):
 def test_the_recipe_rebuilds_a_verified_folder_from_scratch(tmp_path, capsys):
     """The rebuild command end to end, with a few steps: random build, pretraining, report and manifest."""
     out = tmp_path / "tiny"
-    recipe.main(["--out", str(out), "--steps", "2", "--vision-steps", "2", "--train-games", "4", "--eval-games", "2"])
+    recipe.main(
+        [
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--reading-steps",
+            "2",
+            "--vision-steps",
+            "2",
+            "--train-games",
+            "4",
+            "--eval-games",
+            "2",
+        ]
+    )
     assert manifest.verify(out) == out
     written = json.loads((out / manifest.MANIFEST).read_text())
     assert written["pretrain"]["steps"] == 2 and written["recipe"] == manifest.REBUILD

@@ -317,7 +317,7 @@ def _pretrain(source: Path, out: Path, cfg: PretrainConfig) -> Path:
     language = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
     opt = torch.optim.AdamW(language, lr=cfg.reading_lr, weight_decay=0.0)
     # A constant rate after the warm-up: the reading appears suddenly, after a plateau of unknown length.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup)))
     for step in range(cfg.reading_steps):
         rules = FIRST_READ if step < cfg.reading_short * cfg.reading_steps else GAME_CONFIGS
         loss, accuracy = _text_loss(model, policy.inputs.pad_id, next_batch(True, rules))

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=REBUILD, description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=SHIPPED, help="folder to write (default: the shipped one)")
     parser.add_argument("--steps", type=int, help="override PretrainConfig.steps (for a quick check)")
+    parser.add_argument("--reading-steps", type=int, help="override PretrainConfig.reading_steps")
     parser.add_argument("--vision-steps", type=int, help="override PretrainConfig.vision_steps")
     parser.add_argument("--train-games", type=int, help="override PretrainConfig.train_games")
     parser.add_argument("--eval-games", type=int, help="override PretrainConfig.eval_games")
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         k: v
         for k, v in {
             "steps": args.steps,
+            "reading_steps": args.reading_steps,
             "vision_steps": args.vision_steps,
             "train_games": args.train_games,
             "eval_games": args.eval_games,
