@@ -62,7 +62,7 @@ def remeasure(folder: Path, others: Sequence[GameConfig]) -> dict:
 @torch.no_grad()
 def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
     """Greedy play of ``config`` on the pairs at ``indices``: format validity of clues and votes, truth of the clues'
-    content, the voters' notes scored against the clues the model itself gave (:mod:`vzero.tiny.reading`), and the
+    content, the voters' notes scored against the clues the model itself gave (:mod:`vzero.tiny.targets`), and the
     votes' spy-finding (measured only: nothing ``tiny`` is taught depends on who the spy is)."""
     chosen = [pairs[i] for i in indices]  # each access renders, so once
     pics = policy.inputs.pictures([img for p in chosen for img in (p.original, p.modified)])
