@@ -7,7 +7,7 @@ stage supplies that starting point without labels, from the renderer's metadata 
 
 - clue turns: the real clue prompt, the speaker's own picture, and its caption as the target;
 - vote turns: the real decision prompt, and the voter's notes (each other player's last clue copied, and whether it
-  is the same as the voter's own) followed by a random valid vote: ``\\boxed{N/A}`` one time in ten, otherwise
+  names the voter's own colour) followed by a random valid vote: ``\\boxed{N/A}`` one time in ten, otherwise
   another player chosen uniformly (a civilian knows it is not the spy). Nothing here depends on who the spy is: the
   notes are a function of the clue text, and linking them to the vote is left to RL.
 

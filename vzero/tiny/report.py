@@ -18,7 +18,7 @@ import torch
 from vzero.game import Game, GameConfig, parse_clue, parse_vote, play_games
 from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingConfig
-from vzero.tiny.targets import ATTRIBUTES, biggest_first, notes, score_notes
+from vzero.tiny.targets import ATTRIBUTES, biggest_first, score_notes, verdicts
 
 NOTES_TOKENS = 64
 """Room for the notes of five players and the vote."""
@@ -68,7 +68,7 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
     pics = policy.inputs.pictures([img for p in chosen for img in (p.original, p.modified)])
     games = [Game(config, "clevr", seed=i, meta=p.meta, index=k) for k, (i, p) in enumerate(zip(indices, chosen))]
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=NOTES_TOKENS)
-    counts, targets, verdicts = Counter(), [], Counter()
+    counts, targets, said_verdicts = Counter(), [], Counter()
     said: dict[int, dict[int, str | None]] = {}
     lo, hi = getattr(pairs, "n_objects", (4, 6))
     n_kinds = math.prod(len(v) for v in ATTRIBUTES.values())
@@ -87,7 +87,7 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
                 counts["vote_spy"] += vote == games[t.game].spy  # measured only: no target depends on it
                 counts["vote_spy_chance"] += 1 / (t.n_players - 1)  # another player, uniformly
                 counts.update({f"notes_{k}": v for k, v in score_notes(text, t.player, said[t.game]).items()})
-                verdicts.update(w.split(", ")[1] for w in notes(t.player, said[t.game]).split(". ")[1:])
+                said_verdicts.update(verdicts(t.player, said[t.game]).values())
                 continue
             said.setdefault(t.game, {})[t.player] = parse_clue(text)
             if t.view == "blank":
@@ -128,7 +128,7 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
         "notes_copy": ratio(counts["notes_copy"], n_entries),
         "notes_copy_chance": round(1 / n_kinds, 3),  # a random object's description
         "notes_judge": ratio(counts["notes_judge"], n_entries),
-        "notes_judge_blind": ratio(max(verdicts.values(), default=0), n_entries),  # always the commoner verdict
+        "notes_judge_blind": ratio(max(said_verdicts.values(), default=0), n_entries),  # always the commoner verdict
         "clue_object_true": ratio(counts["object_true"], n_clues),
         "clue_object_chance": ratio(counts["object_chance"], n_clues),
     }

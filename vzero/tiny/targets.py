@@ -7,14 +7,15 @@ biggest-looking object of the speaker's own picture (it covers the most visual t
 The voter's notes are the one skill of reading the game that ``tiny`` is taught before RL.
 A vote turn's answer restates the evidence before the vote, one line of the clues at a time::
 
-    Mine: red metal cube. Player 1: red metal cube, same. Player 3: red rubber sphere, different. \\boxed{3}
+    Mine: red metal cube. Player 1: red rubber cube, same. Player 3: blue rubber sphere, different. \\boxed{3}
 
-(what the voter's own last clue describes, then what each other player's does, and whether the two are the same).
-Every token of the notes is a function of the public clue text alone, so it can be taught with no labels and without
-ever knowing who the spy is; which player to vote for is left to RL. Copying whole descriptions gives each copy a run
-of tokens to follow, which a small model picks up far sooner than a single word. Judging whole descriptions is
-strict: two civilians' sampled clues seldom match word for word, so the verdicts single out the spy less often than
-a comparison of one attribute (colour) would (README, "Does training help?").
+(what the voter's own last clue describes, then what each other player's does, and whether the two name the same
+colour). Every token of the notes is a function of the public clue text alone, so it can be taught with no labels and
+without ever knowing who the spy is; which player to vote for is left to RL. Copying whole descriptions gives each
+copy a run of tokens to follow, which a small model picks up far sooner than a single word. The verdict compares
+colour only: two civilians' sampled clues seldom match word for word, so a verdict on whole descriptions marks
+nearly everyone "different" (it singled out some players in 12% of the turns), while colour is the attribute the
+clues carry most reliably (README, "Does training help?").
 
 A single vote token is too sparse a target for a small network to learn to read the clues from (it stays at
 self-exclusion); dense targets for the copying and the comparison are what make the reading learnable.
@@ -48,30 +49,42 @@ def described(clue: str | None, limit: int = 6) -> str:
     return " ".join(words[:limit]) or NONE
 
 
+def colour(description: str) -> str | None:
+    """The first colour a description names, None if it names none."""
+    return next((w for w in description.split() if w in COLORS), None)
+
+
+def verdicts(player: int, clues: Mapping[int, str | None]) -> dict[int, str]:
+    """``{other player: "same" | "different"}``: whether their last clue names the voter's colour. A clue that names
+    no colour (or an unparseable one) matches nobody, not even another such clue."""
+    mine = colour(described(clues.get(player)))
+    return {
+        p: "same" if mine is not None and colour(described(clues[p])) == mine else "different"
+        for p in sorted(clues)
+        if p != player
+    }
+
+
 def notes(player: int, clues: Mapping[int, str | None]) -> str:
     """The notes of voter ``player`` (0-based) given each player's last clue (``clues[p]``, None if unparseable)."""
-    mine = described(clues.get(player))
-    parts = [f"Mine: {mine}."]
-    for p in sorted(clues):
-        if p == player:
-            continue
-        theirs = described(clues[p])
-        parts.append(f"Player {p + 1}: {theirs}, {'same' if theirs == mine != NONE else 'different'}.")
+    parts = [f"Mine: {described(clues.get(player))}."]
+    for p, verdict in verdicts(player, clues).items():
+        parts.append(f"Player {p + 1}: {described(clues[p])}, {verdict}.")
     return " ".join(parts)
 
 
 def score_notes(text: str, player: int, clues: Mapping[int, str | None]) -> dict[str, int]:
-    """Counts that score a model's notes against the true ones: ``mine`` (own colour copied), ``copy`` (each other
-    player's colour copied, by number), ``judge`` (same/different right), with ``copy_n`` / ``judge_n`` the number of
-    entries expected. An entry that is missing or malformed counts as wrong; never raises."""
+    """Counts that score a model's notes against the true ones: ``mine`` (own description copied), ``copy`` (each
+    other player's description copied, by number), ``judge`` (same/different right), with ``copy_n`` / ``judge_n``
+    the number of entries expected. An entry that is missing or malformed counts as wrong; never raises."""
     found = {int(m.group(1)) - 1: (m.group(2), m.group(3)) for m in _ENTRY.finditer(text)}
     mine = _MINE.search(text)
     truth = notes(player, clues)
     want = {int(m.group(1)) - 1: (m.group(2), m.group(3)) for m in _ENTRY.finditer(truth)}
     counts = {"mine": int(mine is not None and mine.group(1) == described(clues.get(player))), "copy": 0, "judge": 0}
-    for p, (colour, verdict) in want.items():
+    for p, (words, verdict) in want.items():
         got = found.get(p)
-        counts["copy"] += got is not None and got[0] == colour
+        counts["copy"] += got is not None and got[0] == words
         counts["judge"] += got is not None and got[1] == verdict
     counts["copy_n"] = counts["judge_n"] = len(want)
     return counts
