@@ -76,10 +76,12 @@ def test_pretrained_tiny_answers_in_format_and_reads_the_clues(tiny_path):
     # It reads the picture: colour beats both chance and the best answer a model blind to the image could give.
     assert report["clue_color_true"] > report["clue_color_blind"] + 0.2
     # It reads the clues of its own games: copies them by number far above chance, and in the 3-player game that RL
-    # trains on it judges them same or different well above a coin.
+    # trains on it judges whether they name its own colour well above a coin.
     learn = by_game["2 civilians, 1 rounds, blank spy"]
     assert learn["notes_copy"] > 0.9 and report["notes_copy"] > report["notes_copy_chance"] + 0.3
     assert learn["notes_judge"] > 0.7
+    # ... and in the default 5-player game its verdicts beat always giving the commoner one.
+    assert report["notes_judge"] > report["notes_judge_blind"]
     # Spy-finding is left to RL: the votes stay near a random other player's and never name the voter.
     assert abs(learn["vote_spy"] - learn["vote_spy_chance"]) < 0.15 and learn["vote_self"] < 0.05
     model, processor = load_vlm(tiny_path, lora=None)
