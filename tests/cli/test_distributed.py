@@ -163,7 +163,7 @@ def test_a_resume_from_a_sharded_checkpoint_continues_its_run_folder_and_schedul
 def test_suites_answered_on_two_processes_score_as_on_one(tiny_path, tmp_path):
     """The same suite questions, shared over 2 FSDP2 ranks (12 + 11 + 1 padding) or answered by one process, give the
     same counts: every logged suite metric is equal."""
-    args = ["--eval.games", "2", "--eval.suites", "[clevr-qa:23]", "--eval.suite_tokens", "40", "--run_name", "suites"]
+    args = ["--eval.games", "2", "--eval.suites", "[clevr-qa:23]", "--eval.suite_tokens", "96", "--run_name", "suites"]
     (tmp_path / "two").mkdir()
     run("validate", tmp_path / "two", *args)
     one = tmp_path / "one"
