@@ -11,6 +11,7 @@ from vzero.game import (
     RandomPlayer,
     clue_rewards,
     decision_rewards,
+    last_clues,
     play_game,
     play_games,
     tally,
@@ -45,6 +46,17 @@ def test_speaking_order_is_one_to_n_each_round():
         order.append((t.round, t.player))
         game.submit(["\\boxed{x}"])
     assert order == [(r, p) for r in range(3) for p in range(4)]
+
+
+def test_last_clues_hold_each_speakers_latest_clue_as_the_game_goes():
+    game = Game(GameConfig(n_civilians=2, clue_rounds=2), seed=0)
+    seen = []
+    while game.pending()[0].stage == "clue":
+        (t,) = game.pending()
+        seen.append(last_clues(game.clues))
+        game.submit([f"\\boxed{{r{t.round} p{t.player}}}" if t.player != 1 else "no box"])
+    assert seen[0] == {} and seen[2] == {0: "r0 p0", 1: None}
+    assert last_clues(game.clues) == {0: "r1 p0", 1: None, 2: "r1 p2"}
 
 
 def test_views_give_each_player_its_own_picture():

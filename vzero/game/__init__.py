@@ -1,7 +1,7 @@
 """The game of "Who is the Spy?" on pictures: rules, prompts, parsing and rewards, in plain Python (no torch)."""
 
 from vzero.game.config import GameConfig
-from vzero.game.game import OBSERVER, Game, Responder, Stage, Transcript, Turn, play_game, play_games
+from vzero.game.game import OBSERVER, Game, Responder, Stage, Transcript, Turn, last_clues, play_game, play_games
 from vzero.game.parse import parse_clue, parse_vote
 from vzero.game.prompts import clue_prompt, decision_prompt
 from vzero.game.rewards import clue_rewards, decision_reward, decision_rewards, tally
@@ -22,6 +22,7 @@ __all__ = [
     "decision_prompt",
     "decision_reward",
     "decision_rewards",
+    "last_clues",
     "parse_clue",
     "parse_vote",
     "play_game",

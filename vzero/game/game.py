@@ -213,6 +213,12 @@ class Game:
         )
 
 
+def last_clues(clues: Sequence[Sequence[str | None]]) -> dict[int, str | None]:
+    """Each player's last clue from ``clues[round][player]`` (a game's or a transcript's); players who have not spoken
+    yet are absent."""
+    return {p: clue for round_ in clues for p, clue in enumerate(round_)}
+
+
 def play_games(games: Sequence[Game], respond: Responder) -> None:
     """Play games to the end together: each call of ``respond`` answers every game's pending turns at once."""
     while pending := [t for g in games for t in g.pending()]:

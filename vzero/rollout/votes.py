@@ -17,7 +17,7 @@ import torch
 
 from vzero.data.pairs import ClevrPairs
 from vzero.data.pairs.base import ImagePair
-from vzero.game import GameConfig, Stage, decision_reward
+from vzero.game import GameConfig, Stage, decision_reward, last_clues
 from vzero.model.inputs import Picture
 from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingByStage
@@ -41,16 +41,11 @@ def vote_turns(
     """The civilians' vote turns of one game per pair, the clues spoken by ``policy`` (keyed by ``seed``)."""
     rollout = RolloutEngine(policy).play(list(pairs), config, sampling, sample_seed=seed)
     return [
-        VoteTurn(s.prompt_ids, s.picture, s.turn.player, t.spy, s.turn.n_players, _last_clues(t.clues))
+        VoteTurn(s.prompt_ids, s.picture, s.turn.player, t.spy, s.turn.n_players, last_clues(t.clues))
         for t in rollout.transcripts
         for s in t.samples
         if s.turn.stage == Stage.DECISION
     ]
-
-
-def _last_clues(said: Sequence[Sequence[str | None]]) -> dict[int, str | None]:
-    """Each player's last clue from ``said[round][player]``."""
-    return {p: clue for round_ in said for p, clue in enumerate(round_)}
 
 
 def held_out_vote_turns(

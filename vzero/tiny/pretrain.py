@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from vzero.data.pairs.clevr import RADIUS, ClevrPairs
-from vzero.game import Game, GameConfig, parse_clue, play_games
+from vzero.game import Game, GameConfig, last_clues, parse_clue, play_games
 from vzero.model.inputs import Picture
 from vzero.model.policy import Policy
 from vzero.rl.schedule import WarmupCosine
@@ -165,39 +165,35 @@ def _chunk(
     samples: every clue turn whose caption was not said before in its game (unless ``votes_only``), and
     ``votes_per_game`` vote turns of each game."""
     record: list[list] = [[] for _ in games]
-    said: dict[int, dict[int, str | None]] = {}  # each game's last clue of each player, as the voters read them
+    played = [Game(rng.choice(rules), "clevr", seed=first + i, meta=m, index=i) for i, (m, _) in enumerate(games)]
 
     def teacher(turns):
         outs, votes = [], {}
         for t in turns:
+            said = last_clues(played[t.game].clues)  # each player's last clue so far, as the voters read them
             if t.stage == "clue":
-                heard = said.setdefault(t.game, {})
                 if t.view == "blank":
                     # Nothing to caption: the game hears a random plausible clue, and the turn is not trained.
                     outs.append(clue_text({k: rng.choice(v) for k, v in ATTRIBUTES.items()}, rng.randint(4, 6)))
                 else:
                     scene = t.meta["modified_scene"] if t.view == "modified" else t.meta["scene"]
                     target = clue_target(scene)
-                    if not votes_only and parse_clue(target) not in heard.values():
+                    if not votes_only and parse_clue(target) not in said.values():
                         record[t.game].append((t, target))
                     echo = t.view == "original" and rng.random() < cfg.echo
                     outs.append(target if echo else clue_text(rng.choice(scene["objects"]), len(scene["objects"])))
-                heard[t.player] = parse_clue(outs[-1])
             else:
                 # A civilian knows it is not the spy: it names another player, or (one time in ten) abstains.
                 others = [p + 1 for p in range(t.n_players) if p != t.player]
                 k = 0 if rng.random() < cfg.abstain else rng.choice(others)
                 vote = "\\boxed{N/A}" if k == 0 else f"\\boxed{{{k}}}"
-                outs.append(f"{notes(t.player, said[t.game])} {vote}")
+                outs.append(f"{notes(t.player, said)} {vote}")
                 votes.setdefault(t.game, []).append((t, outs[-1]))
         for g, cast in votes.items():
             record[g] += rng.sample(cast, min(cfg.votes_per_game, len(cast)))
         return outs
 
-    play_games(
-        [Game(rng.choice(rules), "clevr", seed=first + i, meta=m, index=i) for i, (m, _) in enumerate(games)],
-        teacher,
-    )
+    play_games(played, teacher)
     tokenizer = policy.processor.tokenizer
     samples = []
     for (_, scenes), turns in zip(games, record):
