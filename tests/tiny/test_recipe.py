@@ -99,3 +99,20 @@ def test_the_readme_quotes_the_shipped_report():
     for key, shown in rows:
         decimals = len(shown.split(".")[1]) if "." in shown else 0
         assert f"{report[key]:.{decimals}f}" == shown, key
+
+
+def test_remeasure_rewrites_the_report_and_manifest_and_leaves_the_weights(shipped_copy):
+    from vzero.tiny import report
+    from vzero.tiny.pretrain import GAME_CONFIGS, IMAGE_SIZE
+
+    listed = json.loads((shipped_copy / manifest.MANIFEST).read_text())
+    listed["pretrain"]["eval_games"] = 2  # a quick measure of the copy
+    (shipped_copy / manifest.MANIFEST).write_text(json.dumps(listed))
+    before = json.loads((shipped_copy / REPORT).read_text())
+    weights = (shipped_copy / "model.safetensors").read_bytes()
+    measured = report.remeasure(shipped_copy, GAME_CONFIGS[1:2], IMAGE_SIZE)
+    assert measured["eval_games"] == 2 and list(measured["by_game"]) == [report.game_name(GAME_CONFIGS[1])]
+    assert measured["train_seconds"] == before["train_seconds"]  # the training figures are kept
+    assert json.loads((shipped_copy / REPORT).read_text()) == measured
+    assert (shipped_copy / "model.safetensors").read_bytes() == weights
+    assert manifest.verify(shipped_copy) == shipped_copy  # the rewritten manifest matches the rewritten report

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--remeasure", action="store_true", help="rewrite the report of the model at --out, untrained")
     args = parser.parse_args(argv)
     if args.remeasure:
-        measured = report.remeasure(args.out, pretrain.GAME_CONFIGS[1:])
+        measured = report.remeasure(args.out, pretrain.GAME_CONFIGS[1:], pretrain.IMAGE_SIZE)
         print(f"{args.out}: remeasured on {measured['eval_games']} held-out games")
         return
     overrides = {

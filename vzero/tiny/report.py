@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vzero.game import Game, GameConfig, parse_clue, parse_vote, play_games
+from vzero.game import Game, GameConfig, last_clues, parse_clue, parse_vote, play_games
 from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingConfig
 from vzero.tiny.targets import ATTRIBUTES, biggest_first, score_notes, verdicts
@@ -40,9 +40,10 @@ def measure(model, processor, pairs, indices, others: Sequence[GameConfig]) -> d
     return report
 
 
-def remeasure(folder: Path, others: Sequence[GameConfig]) -> dict:
-    """Measure the model in ``folder`` again on the held-out games its manifest's settings name, and rewrite its
-    report (keeping the training figures) and its manifest; the weights are not touched."""
+def remeasure(folder: Path, others: Sequence[GameConfig], size: tuple[int, int]) -> dict:
+    """Measure the model in ``folder`` again on the held-out games its manifest's settings name (pictures of
+    ``size``, as it was trained on), and rewrite its report (keeping the training figures) and its manifest; the
+    weights are not touched."""
     from vzero.data.pairs.clevr import ClevrPairs
     from vzero.model import load_vlm
     from vzero.tiny.manifest import MANIFEST, write_manifest
@@ -51,7 +52,7 @@ def remeasure(folder: Path, others: Sequence[GameConfig]) -> dict:
     settings = old["pretrain"]
     model, processor = load_vlm(str(folder), lora=None)
     n = settings["train_games"]
-    pairs = ClevrPairs(n=n + settings["eval_games"], seed=settings["seed"], size=(240, 160))
+    pairs = ClevrPairs(n=n + settings["eval_games"], seed=settings["seed"], size=size)
     report = json.loads((folder / "pretrain_report.json").read_text())
     report.update(measure(model.eval(), processor, pairs, range(n, n + settings["eval_games"]), others))
     (folder / "pretrain_report.json").write_text(json.dumps(report, indent=1))
@@ -69,7 +70,6 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
     games = [Game(config, "clevr", seed=i, meta=p.meta, index=k) for k, (i, p) in enumerate(zip(indices, chosen))]
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=NOTES_TOKENS)
     counts, targets, said_verdicts = Counter(), [], Counter()
-    said: dict[int, dict[int, str | None]] = {}
     lo, hi = getattr(pairs, "n_objects", (4, 6))
     n_kinds = math.prod(len(v) for v in ATTRIBUTES.values())
 
@@ -86,10 +86,10 @@ def evaluate(policy: Policy, pairs, indices, config: GameConfig) -> dict:
                 counts["vote_na"] += vote == "n/a"
                 counts["vote_spy"] += vote == games[t.game].spy  # measured only: no target depends on it
                 counts["vote_spy_chance"] += 1 / (t.n_players - 1)  # another player, uniformly
-                counts.update({f"notes_{k}": v for k, v in score_notes(text, t.player, said[t.game]).items()})
-                said_verdicts.update(verdicts(t.player, said[t.game]).values())
+                said = last_clues(games[t.game].clues)  # the game has all the clues by now
+                counts.update({f"notes_{k}": v for k, v in score_notes(text, t.player, said).items()})
+                said_verdicts.update(verdicts(t.player, said).values())
                 continue
-            said.setdefault(t.game, {})[t.player] = parse_clue(text)
             if t.view == "blank":
                 continue  # no objects to be true about
             objs = biggest_first(t.meta["modified_scene"] if t.view == "modified" else t.meta["scene"])
