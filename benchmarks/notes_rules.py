@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vzero.model.sampling import SamplingByStage, SamplingConfig
     from vzero.rollout.votes import held_out_vote_turns
     from vzero.tiny import resolve
-    from vzero.tiny.targets import colour
+    from vzero.tiny.targets import colour, described
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="a model name or folder (default: the shipped tiny)")
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     games = {(t.spy, tuple(sorted(t.clues.items(), key=lambda kv: kv[0]))) for t in turns}
     later = [(spy, dict(clues)) for spy, clues in games if spy > 0]
     echoes = sum(
-        colour(" ".join(words(c[spy]))) in {colour(" ".join(words(c[p]))) for p in range(spy)} - {None}
-        for spy, c in later
+        colour(described(c[spy])) in {colour(described(c[p])) for p in range(spy)} - {None} for spy, c in later
     )
     result = {
         "benchmark": "notes_rules",

@@ -64,12 +64,11 @@ def one(name: str, out: Path) -> None:
     from vzero.cli.train import VZeroCLI, quiet
     from vzero.model import Policy, load_vlm
     from vzero.rollout.votes import vote_values
+    from vzero.tiny import resolve
     from vzero.tiny.targets import notes
 
     def lead(turn):  # the notes tiny writes before its vote, every clue read right
         return notes(turn.player, turn.clues)
-
-    from vzero.tiny import resolve
 
     steps, extra = SETTINGS[name]
     model, processor = load_vlm(resolve("tiny"), lora=None)
