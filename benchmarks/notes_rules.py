@@ -54,6 +54,8 @@ def rules() -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    import yaml
+
     from vzero.game import GameConfig
     from vzero.model import Policy, load_vlm
     from vzero.model.sampling import SamplingByStage, SamplingConfig
@@ -63,13 +65,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="a model name or folder (default: the shipped tiny)")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny_learn.yaml", help="whose game is played")
     ap.add_argument("--games", type=int, default=100)
     ap.add_argument("--seed", type=int, default=20_000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "notes_rules.json")
     args = ap.parse_args(argv)
     model, processor = load_vlm(resolve(args.model), lora=None)
-    game = GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank", votes_per_voter=1)  # configs/tiny_learn.yaml
-    sampling = SamplingByStage(clue=SamplingConfig(temperature=0.5, max_new_tokens=32))
+    data = yaml.safe_load(args.config.read_text())["data"]
+    game = GameConfig(**{**data["game"], "votes_per_voter": 1})  # one vote turn per civilian
+    clue = data["sampling"]["clue"]
+    sampling = SamplingByStage(
+        clue=SamplingConfig(temperature=clue["temperature"], max_new_tokens=clue["max_new_tokens"])
+    )
     turns = held_out_vote_turns(Policy(model.eval(), processor), game, sampling, args.games, args.seed)
     scores, singled = {}, 0
     for name, rule in rules().items():

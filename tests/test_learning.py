@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vzero.game import GameConfig
 from vzero.model import Policy, load_vlm
@@ -23,8 +24,13 @@ from vzero.rollout.votes import vote_values as values_after
 from vzero.tiny.targets import notes
 
 ROOT = Path(__file__).resolve().parents[1]
-GAME = GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank", votes_per_voter=1)  # as configs/tiny_learn.yaml
+CONFIG = ROOT / "configs" / "tiny_learn.yaml"
+_DATA = yaml.safe_load(CONFIG.read_text())["data"]
+GAME = GameConfig(**{**_DATA["game"], "votes_per_voter": 1})  # the config's game, one vote per turn
+CLUE_TEMPERATURE = _DATA["sampling"]["clue"]["temperature"]
 STEPS = 20
+GAMES = 48
+"""Held-out games whose civilians' vote turns are measured."""
 MARGIN = 0.01
 """Seeds 0, 1, 2 raised P(spy) by 0.030, 0.028, 0.020 (sd 0.005); with the advantage's sign flipped it fell by 0.180."""
 
@@ -35,8 +41,8 @@ def vote_values(policy: Policy, turns: list[VoteTurn]) -> dict[str, float]:
 
 
 def held_out_turns(policy: Policy) -> list[VoteTurn]:
-    sampling = SamplingByStage(clue=SamplingConfig(temperature=0.5, max_new_tokens=32))
-    return held_out_vote_turns(policy, GAME, sampling)
+    sampling = SamplingByStage(clue=SamplingConfig(temperature=CLUE_TEMPERATURE, max_new_tokens=32))
+    return held_out_vote_turns(policy, GAME, sampling, games=GAMES)
 
 
 def fit(tmp_path: Path, monkeypatch, *extra: str):
@@ -46,7 +52,7 @@ def fit(tmp_path: Path, monkeypatch, *extra: str):
     monkeypatch.setattr(sys, "argv", ["vzero"])
     args = [
         "--config",
-        str(ROOT / "configs" / "tiny_learn.yaml"),
+        str(CONFIG),
         "--model.mode",
         "decision",
         "--data.games_per_step",
@@ -77,7 +83,9 @@ def start(tiny_path):
 @pytest.mark.slow
 def test_a_short_decision_run_raises_the_expected_vote_reward(start, tmp_path, monkeypatch):
     turns, before = start
-    assert len(turns) == 96 and before["listed"] > 0.9  # after its notes, the start casts one of the listed votes
+    assert (
+        len(turns) == GAMES * GAME.n_civilians and before["listed"] > 0.9
+    )  # after its notes, the start casts one of the listed votes
     module = fit(tmp_path, monkeypatch)
     policy = module.policy
     policy.model.eval()
