@@ -54,12 +54,8 @@ def rules() -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import yaml
-
-    from vzero.game import GameConfig
     from vzero.model import Policy, load_vlm
-    from vzero.model.sampling import SamplingByStage, SamplingConfig
-    from vzero.rollout.votes import held_out_vote_turns
+    from vzero.rollout.votes import config_game, held_out_vote_turns
     from vzero.tiny import resolve
     from vzero.tiny.targets import colour, described
 
@@ -71,12 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "notes_rules.json")
     args = ap.parse_args(argv)
     model, processor = load_vlm(resolve(args.model), lora=None)
-    data = yaml.safe_load(args.config.read_text())["data"]
-    game = GameConfig(**{**data["game"], "votes_per_voter": 1})  # one vote turn per civilian
-    clue = data["sampling"]["clue"]
-    sampling = SamplingByStage(
-        clue=SamplingConfig(temperature=clue["temperature"], max_new_tokens=clue["max_new_tokens"])
-    )
+    game, sampling = config_game(args.config)
     turns = held_out_vote_turns(Policy(model.eval(), processor), game, sampling, args.games, args.seed)
     scores, singled = {}, 0
     for name, rule in rules().items():

@@ -47,12 +47,9 @@ TURNS = {"games": 48, "seed": 10_000}
 
 def held_out_turns(policy):
     """The civilians' vote turns of the held-out games, clues spoken by ``policy`` (the frozen start)."""
-    from vzero.game import GameConfig
-    from vzero.model.sampling import SamplingByStage, SamplingConfig
-    from vzero.rollout.votes import held_out_vote_turns
+    from vzero.rollout.votes import config_game, held_out_vote_turns
 
-    game = GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank", votes_per_voter=1)  # configs/tiny_learn.yaml
-    sampling = SamplingByStage(clue=SamplingConfig(temperature=0.5, max_new_tokens=32))
+    game, sampling = config_game(ROOT / "configs" / "tiny_learn.yaml")
     return held_out_vote_turns(policy, game, sampling, TURNS["games"], TURNS["seed"])
 
 

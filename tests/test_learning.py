@@ -14,22 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from vzero.game import GameConfig
 from vzero.model import Policy, load_vlm
-from vzero.model.sampling import SamplingByStage, SamplingConfig
-from vzero.rollout.votes import VoteTurn, held_out_vote_turns
+from vzero.rollout.votes import VoteTurn, config_game, held_out_vote_turns
 from vzero.rollout.votes import vote_values as values_after
 from vzero.tiny.targets import notes
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "tiny_learn.yaml"
-_DATA = yaml.safe_load(CONFIG.read_text())["data"]
-GAME = GameConfig(**{**_DATA["game"], "votes_per_voter": 1})  # the config's game, one vote per turn
-CLUE_TEMPERATURE = _DATA["sampling"]["clue"]["temperature"]
+GAME, SAMPLING = config_game(CONFIG)  # the config's game, one vote per turn, and its clue sampling
 STEPS = 20
-GAMES = 48
+GAMES = 32
 """Held-out games whose civilians' vote turns are measured."""
 MARGIN = 0.01
 """Seeds 0, 1, 2 raised P(spy) by 0.030, 0.028, 0.020 (sd 0.005); with the advantage's sign flipped it fell by 0.180."""
@@ -41,8 +36,7 @@ def vote_values(policy: Policy, turns: list[VoteTurn]) -> dict[str, float]:
 
 
 def held_out_turns(policy: Policy) -> list[VoteTurn]:
-    sampling = SamplingByStage(clue=SamplingConfig(temperature=CLUE_TEMPERATURE, max_new_tokens=32))
-    return held_out_vote_turns(policy, GAME, sampling, games=GAMES)
+    return held_out_vote_turns(policy, GAME, SAMPLING, games=GAMES)
 
 
 def fit(tmp_path: Path, monkeypatch, *extra: str):

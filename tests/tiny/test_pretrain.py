@@ -11,9 +11,9 @@ def test_spread_copies_each_cell_over_its_block_and_earlier_cells_claim_first():
     assert torch.equal(_spread(4, 5, [6, 8], radius=0), torch.arange(20))
 
 
-def test_the_teachers_votes_never_name_the_voter_and_do_not_follow_the_notes(tiny_random):
-    """The base must never see who the spy is: its vote targets are another player at random, whatever the notes
-    before them say, so RL alone links the two."""
+def _teacher_votes(tiny_random, prior: float) -> list[tuple[list[str], int, int]]:
+    """(players the notes mark different, the vote, players in the game) of the teacher's vote samples in 4-player
+    games."""
     import random
     import re
 
@@ -24,16 +24,23 @@ def test_the_teachers_votes_never_name_the_voter_and_do_not_follow_the_notes(tin
 
     policy = Policy(*tiny_random)
     games = _games(policy, ClevrPairs(n=16, seed=5, size=IMAGE_SIZE), 0, 16)
-    rules = (GameConfig(n_civilians=3, spy_view="blank"),)
-    cfg = PretrainConfig(abstain=0.0, votes_per_game=3)
+    cfg = PretrainConfig(prior=prior, abstain=0.0, votes_per_game=3)
+    rules = (GameConfig(n_civilians=3, clue_rounds=1, spy_view="blank"),)
     samples = _chunk(policy, games, 0, random.Random(0), cfg, votes_only=True, rules=rules)
-    singled = []  # (players the notes mark different, the vote) where the notes mark some but not all
-    for sample in samples:
-        text = policy.processor.tokenizer.decode(sample.target)
-        marked = re.findall(r"Player (\d): [a-z ]+, different\.", text)
-        listed = re.findall(r"Player (\d): ", text)
-        vote = re.search(r"\\boxed\{(\d)\}", text).group(1)
-        assert vote in listed  # another player: the notes list the others, never the voter
-        if 0 < len(marked) < len(listed):
-            singled.append((marked, vote))
-    assert len(singled) >= 8 and any(vote not in marked for marked, vote in singled)
+    out = []
+    for s in samples:
+        text = policy.processor.tokenizer.decode(s.target)
+        odd = re.findall(r"Player (\d): [a-z ]+, different\.", text)
+        out.append((odd, int(re.search(r"\\boxed\{(\d)\}", text).group(1)), 4))
+    return out
+
+
+def test_the_teachers_votes_follow_the_notes_only_as_often_as_the_prior_says(tiny_random):
+    # prior 1: whenever the notes single out some players (not all), the vote names one of them ...
+    followed = _teacher_votes(tiny_random, 1.0)
+    singled = [(odd, vote) for odd, vote, n in followed if 0 < len(odd) < n - 1]
+    assert len(singled) >= 8 and all(str(vote) in odd for odd, vote in singled)
+    # ... and with a prior of 0 the vote ignores them: a random other player (it never sees the spy).
+    blind = _teacher_votes(tiny_random, 0.0)
+    singled = [(odd, vote) for odd, vote, n in blind if 0 < len(odd) < n - 1]
+    assert len(singled) >= 8 and any(str(vote) not in odd for odd, vote in singled)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -20,7 +21,7 @@ from vzero.data.pairs.base import ImagePair
 from vzero.game import GameConfig, Stage, decision_reward, last_clues
 from vzero.model.inputs import Picture
 from vzero.model.policy import Policy
-from vzero.model.sampling import SamplingByStage
+from vzero.model.sampling import SamplingByStage, SamplingConfig
 from vzero.rollout.engine import RolloutEngine
 
 
@@ -46,6 +47,17 @@ def vote_turns(
         for s in t.samples
         if s.turn.stage == Stage.DECISION
     ]
+
+
+def config_game(path: str | Path) -> tuple[GameConfig, SamplingByStage]:
+    """The game a ``vzero fit`` config file plays (``data.game``, one vote per civilian turn) and its clue sampling
+    (``data.sampling.clue``): what the held-out vote turns of that config are played with."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())["data"]
+    clue = {k: data["sampling"]["clue"][k] for k in ("temperature", "max_new_tokens")}
+    sampling = SamplingByStage(clue=SamplingConfig(**clue))
+    return GameConfig(**{**data["game"], "votes_per_voter": 1}), sampling
 
 
 def held_out_vote_turns(

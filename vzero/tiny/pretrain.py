@@ -8,8 +8,10 @@ stage supplies that starting point without labels, from the renderer's metadata 
 - clue turns: the real clue prompt, the speaker's own picture, and its caption as the target;
 - vote turns: the real decision prompt, and the voter's notes (each other player's last clue copied, and whether it
   names the voter's own colour) followed by a random valid vote: ``\\boxed{N/A}`` one time in ten, otherwise
-  another player chosen uniformly (a civilian knows it is not the spy). Nothing here depends on who the spy is: the
-  notes are a function of the clue text, and linking them to the vote is left to RL.
+  another player chosen uniformly (a civilian knows it is not the spy), except that 3 votes in 10 (``prior``) name
+  one of the players the notes mark ``different`` when they mark some but not all: a weak prior from a text rule.
+  Nothing here depends on who the spy is: the notes are a function of the clue text; without the prior RL did not
+  link them to the vote (README, "Does training help?"), with it RL sharpens that link.
 
 Games are drawn from several rule sets (:data:`GAME_CONFIGS`: 2-4 civilians, 1-2 rounds, modified or blank spy), so
 the formats hold whichever game RL then plays. A blank picture shows no object, so a blank spy's turn has no caption
@@ -53,7 +55,7 @@ from vzero.model.inputs import Picture
 from vzero.model.policy import Policy
 from vzero.rl.schedule import WarmupCosine
 from vzero.tiny.report import measure
-from vzero.tiny.targets import ATTRIBUTES, biggest_first, clue_target, clue_text, depth, notes
+from vzero.tiny.targets import ATTRIBUTES, biggest_first, clue_target, clue_text, depth, notes, verdicts
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,14 @@ IMAGE_SIZE = (240, 160)
 GAME_CONFIGS = (
     GameConfig(),
     GameConfig(n_civilians=2, clue_rounds=1, spy_view="blank"),
+    GameConfig(n_civilians=3, clue_rounds=1, spy_view="blank"),
     GameConfig(n_civilians=3, spy_view="blank"),
     GameConfig(n_civilians=2, clue_rounds=2),
 )
 """The rule sets the training games are drawn from."""
-FIRST_READ = GAME_CONFIGS[1:2]
-"""The short game (3 players, 1 round) that the reading stage starts on: copying is found far sooner in it, and
-carries over to the longer games."""
+FIRST_READ = GAME_CONFIGS[1:3]
+"""The short games (3 or 4 players, 1 round) that the reading stage starts on: copying is found far sooner in them,
+and carries over to the longer games."""
 REPORT = "pretrain_report.json"
 
 
@@ -100,7 +103,10 @@ class PretrainConfig:
     votes_per_game: int = 4
     """Vote turns kept per game (each voter's turn differs in whose notes they are)."""
     abstain: float = 0.1
-    """How often a vote target is N/A; the others name another player uniformly."""
+    """How often a vote target is N/A; the others name another player uniformly, or as ``prior`` says."""
+    prior: float = 0.3
+    """How often a vote instead names one of the players the notes mark ``different``, when they mark some but not
+    all (a text rule on the clues that never sees the spy); 0 leaves every vote spy-blind and random."""
     echo: float = 0.75
     """How often the teacher's civilian says its own caption (otherwise a random true clue about its picture)."""
     games_per_chunk: int = 24
@@ -185,6 +191,9 @@ def _chunk(
             else:
                 # A civilian knows it is not the spy: it names another player, or (one time in ten) abstains.
                 others = [p + 1 for p in range(t.n_players) if p != t.player]
+                marked = [p + 1 for p, v in verdicts(t.player, said).items() if v == "different"]
+                if cfg.prior > 0 and 0 < len(marked) < len(others) and rng.random() < cfg.prior:
+                    others = marked
                 k = 0 if rng.random() < cfg.abstain else rng.choice(others)
                 vote = "\\boxed{N/A}" if k == 0 else f"\\boxed{{{k}}}"
                 outs.append(f"{notes(t.player, said)} {vote}")

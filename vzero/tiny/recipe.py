@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vision-steps", type=int, help="override PretrainConfig.vision_steps")
     parser.add_argument("--train-games", type=int, help="override PretrainConfig.train_games")
     parser.add_argument("--eval-games", type=int, help="override PretrainConfig.eval_games")
+    parser.add_argument("--prior", type=float, help="override PretrainConfig.prior")
     parser.add_argument("--remeasure", action="store_true", help="rewrite the report of the model at --out, untrained")
     args = parser.parse_args(argv)
     if args.remeasure:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             "vision_steps": args.vision_steps,
             "train_games": args.train_games,
             "eval_games": args.eval_games,
+            "prior": args.prior,
         }.items()
         if v is not None
     }
