@@ -5,9 +5,10 @@ The run is an ordinary ``vzero fit`` of ``configs/tiny_learn.yaml`` (pure decisi
 process. The measure is exact, with no sampling noise: on fixed vote turns of held-out games (prompts played by the
 frozen start), the probability of each vote the model can cast (another player, itself, N/A) after the notes it was
 pretrained to write, read right from the clues (:func:`vzero.rollout.votes.vote_values`), and so the probability that
-a vote names the spy. The base's vote is spy-blind (it names another player at random), so the rise is what RL found
-in the notes. The run fails this test when learning breaks: with the advantage's sign flipped spy-finding falls, and
-with the KL reference pointing at the policy the frozen start no longer scores as it did before training.
+a vote names the spy. The base's vote is spy-blind (another player at random, 3 times in 10 one its notes mark
+different: a text rule), so the rise is what RL found in the notes. The run fails this test when learning breaks: with
+the advantage's sign flipped spy-finding does not rise, and with the KL reference pointing at the policy the frozen
+start no longer scores as it did before training.
 """
 
 import sys
@@ -26,8 +27,8 @@ GAME, SAMPLING = config_game(CONFIG)  # the config's game, one vote per turn, an
 STEPS = 20
 GAMES = 32
 """Held-out games whose civilians' vote turns are measured."""
-MARGIN = 0.01
-"""Seeds 0, 1, 2 raised P(spy) by 0.030, 0.028, 0.020 (sd 0.005); with the advantage's sign flipped it fell by 0.180."""
+MARGIN = 0.05
+"""Seeds 0 and 1 raised P(spy) from 0.301 by 0.126 and 0.133; with the advantage's sign flipped it rose by 0.000."""
 
 
 def vote_values(policy: Policy, turns: list[VoteTurn]) -> dict[str, float]:
