@@ -78,9 +78,8 @@ def start(tiny_path):
 @pytest.mark.slow
 def test_a_short_decision_run_raises_the_expected_vote_reward(start, tmp_path, monkeypatch):
     turns, before = start
-    assert (
-        len(turns) == GAMES * GAME.n_civilians and before["listed"] > 0.9
-    )  # after its notes, the start casts one of the listed votes
+    # After its notes, the start casts one of the listed votes.
+    assert len(turns) == GAMES * GAME.n_civilians and before["listed"] > 0.9
     module = fit(tmp_path, monkeypatch)
     policy = module.policy
     policy.model.eval()

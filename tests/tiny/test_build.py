@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig
 from vzero.tiny import NAMES, cache_dir
@@ -69,6 +67,7 @@ def test_pretrained_tiny_answers_in_format_and_reads_the_clues(tiny_path):
     """The pretrained tiny model answers in the game's formats under greedy decoding, on held-out scenes, and its
     notes read the clues it gave itself; its votes find the spy no better than a vote for a random other player."""
     from vzero.model import Policy, load_vlm
+    from vzero.rollout.votes import config_game
     from vzero.tiny.pretrain import REPORT
     from vzero.tiny.report import evaluate, game_name
 
@@ -81,7 +80,7 @@ def test_pretrained_tiny_answers_in_format_and_reads_the_clues(tiny_path):
     assert report["clue_color_true"] > report["clue_color_blind"] + 0.2
     # It reads the clues of its own games: copies them by number far above chance, and in the game that RL trains on
     # it judges whether they name its own colour well above a coin.
-    learn = by_game[game_name(GameConfig(**yaml.safe_load(LEARN.read_text())["data"]["game"]))]
+    learn = by_game[game_name(config_game(LEARN)[0])]
     assert learn["notes_copy"] > 0.9 and report["notes_copy"] > report["notes_copy_chance"] + 0.3
     assert learn["notes_judge"] > 0.7
     # Spy-finding is left to RL: the votes (3 in 10 of them taught to follow the notes' verdicts, a text rule that

@@ -13,7 +13,7 @@ def test_spread_copies_each_cell_over_its_block_and_earlier_cells_claim_first():
 
 def _teacher_votes(tiny_random, prior: float) -> list[tuple[list[str], int, int]]:
     """(players the notes mark different, the vote, players in the game) of the teacher's vote samples in 4-player
-    games."""
+    games; every vote names one of the other players the notes list, never the voter."""
     import random
     import re
 
@@ -31,7 +31,9 @@ def _teacher_votes(tiny_random, prior: float) -> list[tuple[list[str], int, int]
     for s in samples:
         text = policy.processor.tokenizer.decode(s.target)
         odd = re.findall(r"Player (\d): [a-z ]+, different\.", text)
-        out.append((odd, int(re.search(r"\\boxed\{(\d)\}", text).group(1)), 4))
+        vote = re.search(r"\\boxed\{(\d)\}", text).group(1)
+        assert vote in re.findall(r"Player (\d): ", text)  # the notes list the others, not the voter
+        out.append((odd, int(vote), 4))
     return out
 
 
