@@ -1,6 +1,8 @@
+import math
+
 import pytest
 
-from vzero.rl.advantages import RoleBaselines, group_normalize
+from vzero.rl.advantages import RoleBaselines, batch_scale, group_normalize
 
 
 def test_group_normalize():
@@ -72,3 +74,13 @@ def test_group_std_is_validated_naming_the_key():
 
     with pytest.raises(ValueError, match="loss.group_std"):
         LossConfig(group_std="stdev")
+
+
+def test_batch_scale_gives_unit_spread_without_centring():
+    values = [0.3, -0.1, 0.05, -0.2]
+    got = batch_scale(values, eps=0.0)
+    mean = sum(values) / 4
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / 4)
+    assert got == pytest.approx([v / spread for v in values])  # divided, not centred: RAE's baselines stay
+    assert math.sqrt(sum((g - sum(got) / 4) ** 2 for g in got) / 4) == pytest.approx(1.0)
+    assert batch_scale([0.2, 0.2]) == [0.2, 0.2] and batch_scale([0.7]) == [0.7] and batch_scale([]) == []

@@ -131,6 +131,7 @@ def test_two_data_parallel_ranks_step_as_one_process_with_all_rows(aggregation):
         ("clip_eps", 0.0),
         ("kl_coef", -1.0),
         ("aggregation", "mean"),
+        ("clue_scale", "std"),
         ("ppo_epochs", 0),
         ("micro_batch_size", 0),
         ("max_nonfinite_steps", 0),

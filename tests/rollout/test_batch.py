@@ -1,9 +1,12 @@
+from types import SimpleNamespace
+
 import pytest
+import torch
 
 from vzero.data.pairs import ClevrPairs
 from vzero.game import GameConfig, Stage, clue_rewards, decision_rewards
 from vzero.model.sampling import SamplingByStage, SamplingConfig
-from vzero.rl.advantages import RoleBaselines, group_normalize
+from vzero.rl.advantages import RoleBaselines, batch_scale, group_normalize
 from vzero.rollout import RolloutEngine, build_batch
 from vzero.rollout.batch import score_samples
 
@@ -55,6 +58,40 @@ def test_scoring_the_same_games_twice_gives_the_same_rewards(rollout):
     a, b = RoleBaselines(alpha=0.9), RoleBaselines(alpha=0.9)
     first, second = batch_of(rollout, a), batch_of(rollout, b)
     assert first.reward.tolist() == second.reward.tolist() and first.advantage.tolist() == second.advantage.tolist()
+
+
+def fake_game(spy: int, clue_rewards: list[float], decision_rewards: list[float], rounds: int = 2):
+    """What score_samples reads of a transcript: the rewards, the spy and each sample's stage and player."""
+    n = len(clue_rewards)
+    clues = [SimpleNamespace(turn=SimpleNamespace(stage=Stage.CLUE, player=p)) for _ in range(rounds) for p in range(n)]
+    votes = [
+        SimpleNamespace(turn=SimpleNamespace(stage=Stage.DECISION, player=p)) for p in range(len(decision_rewards))
+    ]
+    return SimpleNamespace(
+        spy=spy, clue_rewards=clue_rewards, decision_rewards=decision_rewards, samples=[*clues, *votes]
+    )
+
+
+def test_batch_clue_scale_rescales_the_clue_advantages_only():
+    # clue_scale="batch" divides the step's per-player clue advantages by their spread; votes and baselines as before.
+    games = [
+        fake_game(0, [-0.2, 0.1, 0.05, 0.05], [1.0, -1.0, -0.5]),
+        fake_game(2, [0.03, 0.03, -0.1, 0.04], [1.0, 1.0, -1.0]),
+    ]
+    paper, scaled = RoleBaselines(alpha=0.9), RoleBaselines(alpha=0.9)
+    plain_reward, plain = score_samples(games, paper)
+    reward, got = score_samples(games, scaled, clue_scale="batch")
+    assert paper.state_dict() == scaled.state_dict() and reward == plain_reward
+    kinds = [s.turn.stage for g in games for s in g.samples]
+    assert [a for a, k in zip(got, kinds) if k is Stage.DECISION] == [
+        a for a, k in zip(plain, kinds) if k is Stage.DECISION
+    ]
+    per_player = [a for g in range(2) for a in plain[g * 11 : g * 11 + 4]]  # round 0: one per player
+    want = batch_scale(per_player)
+    assert torch.tensor(want).std(unbiased=False).item() == pytest.approx(1, abs=1e-4)
+    for g in range(2):
+        for r in range(2):  # both rounds of a player share its (scaled) advantage
+            assert got[g * 11 + 4 * r : g * 11 + 4 * r + 4] == pytest.approx(want[4 * g : 4 * g + 4], abs=1e-6)
 
 
 def test_of_stages_keeps_the_active_stage_only(rollout):

@@ -4,6 +4,10 @@
   subtracted; every clue of a player in a game shares that player's advantage. The baselines are training state, with
   one owner (the rollout data module), which folds games in their order in the batch and checkpoints them;
 - votes: normalisation over one game's votes (Eq. 5).
+
+An option that departs from the paper, off by default: ``clue_scale = "batch"`` divides a step's clue advantages by
+their spread over the step's players (:func:`batch_scale`), so that clue samples weigh in the loss as much as votes,
+whose Eq. 5 advantages have unit spread within each game.
 """
 
 from __future__ import annotations
@@ -48,6 +52,23 @@ class RoleBaselines:
 
     def __repr__(self) -> str:
         return f"RoleBaselines(alpha={self.alpha}, spy={self.spy:.4f}, civilian={self.civilian:.4f})"
+
+
+ClueScale = Literal["none", "batch"]
+"""How a step's clue advantages are scaled: ``none`` (RAE's as they are, the paper's) or ``batch`` (unit spread)."""
+
+
+def batch_scale(advantages: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """``advantages / (std + eps)``, the population spread over all of them, uncentred (RAE already subtracted its
+    baselines); unchanged when they have no spread (fewer than two, or all equal)."""
+    n = len(advantages)
+    if n < 2:
+        return list(advantages)
+    mean = sum(advantages) / n
+    spread = math.sqrt(sum((a - mean) ** 2 for a in advantages) / n)  # population std over the step's players
+    if spread == 0.0:
+        return list(advantages)
+    return [a / (spread + eps) for a in advantages]
 
 
 GroupStd = Literal["population", "sample", "none"]

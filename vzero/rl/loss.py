@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from vzero.rl.advantages import GroupStd
+from vzero.rl.advantages import ClueScale, GroupStd
 
 Aggregation = Literal["token_mean", "sequence_mean"]
 
@@ -40,6 +40,10 @@ class LossConfig:
     group_std: GroupStd = "population"
     """The spread a game's vote advantages are divided by (Eq. 5): ``population`` (the paper's), ``sample`` (TRL's and
     verl's, 13% smaller advantages in groups of 4) or ``none`` (mean-centred only, as Dr. GRPO)."""
+    clue_scale: ClueScale = "none"
+    """How a step's clue advantages are scaled: ``none`` (RAE's as they are, the paper's Eq. 2) or ``batch`` (divided by
+    their spread over the step's players, so that clues weigh like votes: Eq. 1's β = λ = 0.1 make a clue reward a
+    tenth of a difference in votes, within ±0.3 with 3 voters, against vote advantages of unit spread per game)."""
     ppo_epochs: int = 1
     """Passes over each rollout batch; with 1 the ratio is exactly 1 and clipping never binds."""
     micro_batch_size: int = 8
@@ -60,6 +64,8 @@ class LossConfig:
             raise ValueError(f"loss.aggregation must be 'token_mean' or 'sequence_mean', got {self.aggregation!r}")
         if self.group_std not in ("population", "sample", "none"):
             raise ValueError(f"loss.group_std must be 'population', 'sample' or 'none', got {self.group_std!r}")
+        if self.clue_scale not in ("none", "batch"):
+            raise ValueError(f"loss.clue_scale must be 'none' or 'batch', got {self.clue_scale!r}")
         if self.ppo_epochs < 1:
             raise ValueError(f"loss.ppo_epochs must be >= 1, got {self.ppo_epochs}")
         if self.micro_batch_size < 1:

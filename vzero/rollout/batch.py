@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from vzero.game import Stage
-from vzero.rl.advantages import GroupStd, RoleBaselines, group_normalize
+from vzero.rl.advantages import ClueScale, GroupStd, RoleBaselines, batch_scale, group_normalize
 from vzero.rollout.engine import Rollout, RolloutTranscript, TurnSample
 
 COLUMN = {"column": True}
@@ -67,13 +67,20 @@ class TrainBatch:
 
 
 def score_samples(
-    transcripts: Sequence[RolloutTranscript], baselines: RoleBaselines, group_std: GroupStd = "population"
+    transcripts: Sequence[RolloutTranscript],
+    baselines: RoleBaselines,
+    group_std: GroupStd = "population",
+    clue_scale: ClueScale = "none",
 ) -> tuple[list[float], list[float]]:
     """Every sample's reward and advantage, in play order, folding each game's clue rewards into ``baselines`` in
-    order; a game's votes are normalised by ``group_std`` (Eq. 5)."""
+    order; a game's votes are normalised by ``group_std`` (Eq. 5), and with ``clue_scale="batch"`` the players' clue
+    advantages by their spread over all the games (:func:`~vzero.rl.advantages.batch_scale`)."""
+    folded = [baselines.fold(t.clue_rewards, t.spy) for t in transcripts]  # [games][players]
+    if clue_scale == "batch":
+        scaled = iter(batch_scale([a for game in folded for a in game]))
+        folded = [[next(scaled) for _ in game] for game in folded]
     reward, advantage = [], []
-    for t in transcripts:
-        clue_advantages = baselines.fold(t.clue_rewards, t.spy)
+    for t, clue_advantages in zip(transcripts, folded):
         vote_advantages = group_normalize(t.decision_rewards, group_std)
         vote = 0
         for s in t.samples:

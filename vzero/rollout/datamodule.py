@@ -29,7 +29,7 @@ from vzero.data.pairs import ClevrPairs, PairSource
 from vzero.game import GameConfig
 from vzero.model.policy import Policy
 from vzero.model.sampling import SamplingByStage
-from vzero.rl.advantages import GroupStd, RoleBaselines
+from vzero.rl.advantages import ClueScale, GroupStd, RoleBaselines
 from vzero.rollout.batch import TrainBatch, build_batch, score_samples
 from vzero.rollout.engine import RolloutEngine
 
@@ -43,7 +43,8 @@ class _Rollouts(IterableDataset):
     def __iter__(self):
         module = self.datamodule.trainer.lightning_module
         while True:
-            yield self.datamodule.next_batch(module.policy, module.loss_config.group_std)
+            config = module.loss_config
+            yield self.datamodule.next_batch(module.policy, config.group_std, config.clue_scale)
 
 
 class GameRolloutDataModule(L.LightningDataModule):
@@ -105,8 +106,11 @@ class GameRolloutDataModule(L.LightningDataModule):
         seats = rng.integers(0, 2**31 - 1, size=self.games_per_step)
         return [int(i) for i in picks], seats.tolist(), step_seed
 
-    def next_batch(self, policy: Policy, group_std: GroupStd = "population") -> TrainBatch:
-        """Play one step's games with ``policy`` and build the training batch (votes' advantages by ``group_std``)."""
+    def next_batch(
+        self, policy: Policy, group_std: GroupStd = "population", clue_scale: ClueScale = "none"
+    ) -> TrainBatch:
+        """Play one step's games with ``policy`` and build the training batch (votes' advantages by ``group_std``, clue
+        advantages by ``clue_scale``)."""
         picks, seats, step_seed = self.draw(self.position)
         shard = self.shard
         pairs = [shard[i] for i in picks]
@@ -114,7 +118,7 @@ class GameRolloutDataModule(L.LightningDataModule):
         rollout = engine.play(pairs, self.game, self.sampling, seeds=seats, sample_seed=step_seed)
         self.position += 1
         # folds the games into the baselines, in order
-        scores = score_samples(rollout.transcripts, self.baselines, group_std)
+        scores = score_samples(rollout.transcripts, self.baselines, group_std, clue_scale)
         self._sync_baselines()
         return build_batch(rollout, scores, {"rae/b_spy": self.baselines.spy, "rae/b_civ": self.baselines.civilian})
 
