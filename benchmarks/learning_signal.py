@@ -9,9 +9,11 @@ The main claim is the ``iterative`` mode (the paper's); ``clue`` (pure self-play
 the same seeds and budget, for the paper's ablation. Writes ``learning_signal.json`` and ``learning_signal.png``
 (curves per run), and prints a table.
 
-    python benchmarks/learning_signal.py                        # 3 seeds x 3 modes, about 70 minutes on 2 cores
-    python benchmarks/learning_signal.py --seeds 1              # 1 seed x 3 modes, about 23 minutes
-    python benchmarks/learning_signal.py --seeds 1 --modes iterative --minutes 20 -- --trainer.max_steps 300
+    python benchmarks/learning_signal.py --jobs 2               # 3 seeds x 3 modes, two runs at a time: ~TOTAL minutes
+    python benchmarks/learning_signal.py --seeds 1 --jobs 2     # 1 seed x 3 modes: ~SEED minutes
+    python benchmarks/learning_signal.py --seeds 1 --modes clue -- --model.loss.clue_scale batch
+
+Timings are from 2 cores shared with other jobs (see the JSON's ``wall_s`` per run); each run's ``--minutes`` caps it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ SEEDS = (0, 1, 2)
 MODES = ("iterative", "clue", "decision")
 EXPERIMENT = "vzero-learning-signal"
 CURVES = ("eval/win_rate", "eval/win_rate_lo", "eval/win_rate_hi", "eval/decision_acc", "eval/na_rate")
+CURVES += ("eval/win_rate_civilian", "eval/win_rate_spy")
 TRAIN_CURVES = ("decision/acc", "decision/na_rate", "stage/clue")
 
 
@@ -79,6 +82,10 @@ def summarise(seed: int, mode: str, wall: float, curves: dict) -> dict:
         "start_decision_acc": acc[0][1],
         "final_decision_acc": acc[-1][1],
         "final_na_rate": curves["eval/na_rate"][-1][1],
+        "start_win_rate_spy": curves["eval/win_rate_spy"][0][1],
+        "final_win_rate_spy": curves["eval/win_rate_spy"][-1][1],
+        "start_win_rate_civilian": curves["eval/win_rate_civilian"][0][1],
+        "final_win_rate_civilian": curves["eval/win_rate_civilian"][-1][1],
         "steps": win[-1][0],
         "wall_s": round(wall, 1),
         "curves": curves,
@@ -124,15 +131,22 @@ def _smooth(values, k: int = 9) -> list[float]:
     return [statistics.fmean(values[max(0, i - k + 1) : i + 1]) for i in range(len(values))]
 
 
+def _moved(run: dict, side: str) -> str:
+    """The win rate playing ``side`` at the start and at the end (``-`` for a JSON written before it was kept)."""
+    start, final = run.get(f"start_win_rate_{side}"), run.get(f"final_win_rate_{side}")
+    return "-" if start is None else f"{start:.2f}->{final:.2f}"
+
+
 def table(runs: list[dict]) -> str:
     head = f"{'mode':<10} {'seed':>4} {'steps':>5} {'wall s':>7} {'win start':>9} {'win final [95% CI]':>24} "
-    head += f"{'acc start':>9} {'acc final':>9} {'N/A final':>9}"
+    head += f"{'acc start':>9} {'acc final':>9} {'N/A final':>9} {'as civilians':>12} {'as spy':>11}"
     lines = [head]
     for r in runs:
         ci = f"{r['final_win_rate']:.3f} [{r['final_win_rate_lo']:.3f}, {r['final_win_rate_hi']:.3f}]"
         lines.append(
             f"{r['mode']:<10} {r['seed']:>4} {r['steps']:>5} {r['wall_s']:>7.0f} {r['start_win_rate']:>9.3f} {ci:>24} "
-            f"{r['start_decision_acc']:>9.3f} {r['final_decision_acc']:>9.3f} {r['final_na_rate']:>9.3f}"
+            f"{r['start_decision_acc']:>9.3f} {r['final_decision_acc']:>9.3f} {r['final_na_rate']:>9.3f} "
+            f"{_moved(r, 'civilian'):>12} {_moved(r, 'spy'):>11}"
         )
     for mode in dict.fromkeys(r["mode"] for r in runs):
         mine = [r for r in runs if r["mode"] == mode]
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--minutes",
         type=float,
-        default=10.0,
+        default=15.0,
         help="wall-time cap of each training run (the config's max_steps may end it first)",
     )
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)

@@ -6,7 +6,7 @@ greedy, pictures from the held-out stream of the config's seed) with ``vzero eva
 run's last checkpoint. Prints a table (accuracy with its 95% interval; chance and the best blind answer in the header
 row) and writes ``benchmarks/results/suite_transfer.json``.
 
-    python benchmarks/suite_transfer.py                     # 100 steps per mode, as benchmarks/learning_signal.py
+    python benchmarks/suite_transfer.py                     # 100 steps per mode
     python benchmarks/suite_transfer.py --steps 30          # shorter runs
 """
 

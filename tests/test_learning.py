@@ -27,6 +27,8 @@ GAME, SAMPLING = config_game(CONFIG)  # the config's game, one vote per turn, an
 STEPS = 20
 GAMES = 32
 """Held-out games whose civilians' vote turns are measured."""
+KL = "0.3"
+"""The KL weight the margin was measured with (the config's own, 0.1, serves its longer runs)."""
 MARGIN = 0.05
 """Seeds 0 and 1 raised P(spy) from 0.301 by 0.126 and 0.133; with the advantage's sign flipped it rose by 0.000."""
 
@@ -62,6 +64,8 @@ def fit(tmp_path: Path, monkeypatch, *extra: str):
         "false",
         "--checkpoint.every_n_train_steps",
         "0",
+        "--model.loss.kl_coef",
+        KL,
         *extra,
     ]
     return VZeroCLI(args=["fit", *args]).model

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ablation: iterative against pure-clue against pure-decision, same seeds and budget, then one comparison.
 #
-#   bash experiments/ablation/run.sh                  # the tiny config's budget (20 steps each)
+#   bash experiments/ablation/run.sh                  # the tiny config's budget (30 steps each)
 #   bash experiments/ablation/run.sh --steps 4        # a short budget, to try it out
 #   bash experiments/ablation/run.sh --base configs/qwen2.5-vl-7b.yaml
 #

@@ -5,9 +5,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")
+TINY_SETTINGS = yaml.safe_load(Path(TINY).read_text())
+"""tiny.yaml as written, for the tests that check a value it sets."""
 # A few games per step and per evaluation: the same code paths as the real config, in seconds.
 FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
 TWO_STEPS = ["fit", "--config", TINY, *FAST, "--model.vlm.name_or_path", "tiny-random", "--trainer.max_steps", "2"]

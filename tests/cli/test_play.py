@@ -5,7 +5,7 @@ import sys
 
 from vzero.__main__ import main
 
-from .conftest import TINY
+from .conftest import TINY, TINY_SETTINGS
 
 
 def test_play_against_the_reference_writes_transcripts_and_a_summary(trained_run, tmp_path, capsys, monkeypatch):
@@ -31,8 +31,10 @@ def test_play_against_the_reference_writes_transcripts_and_a_summary(trained_run
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("win rate vs reference at step 2: ") and "over 2 games" in printed[0]
     rows = [json.loads(line) for line in (out / "transcripts.jsonl").read_text().splitlines()]
-    # 2 games x (5 players x 2 rounds of clues + 4 civilian votes)
-    assert len(rows) == 2 * (5 * 2 + 4)
+    # 2 games x (every player's clue in every round + each civilian's sampled votes)
+    game = TINY_SETTINGS["data"]["game"]
+    players, votes = game["n_civilians"] + 1, game["n_civilians"] * game.get("votes_per_voter", 1)
+    assert len(rows) == 2 * (players * game["clue_rounds"] + votes)
     assert {r["game"] for r in rows} == {0, 1}
     # Game 0: the trained policy plays the civilians against the reference spy; game 1 the other way round.
     for r in rows:

@@ -8,8 +8,9 @@ import torch
 from vzero.__main__ import main
 from vzero.cli.renamed import upgrade_settings
 from vzero.model import DecodingConfig
+from vzero.rl.stage import StageConfig
 
-from .conftest import TINY
+from .conftest import TINY, TINY_SETTINGS
 
 OLD_MODEL_KEYS = """model:
   model:
@@ -51,7 +52,8 @@ def test_the_old_phases_key_configures_the_stage_callback(tmp_path, monkeypatch,
     cli = VZeroCLI(args=["--config", TINY, "--phases.k_min", "3", "--phases.rho", "0.9"], run=False)
     (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, IterativeSPO)]
     assert (callback.config.k_min, callback.config.rho) == (3, 0.9)
-    assert callback.config.patience == 8  # a field the old key leaves alone keeps the config's `stage` value
+    # a field the old key leaves alone keeps the config's `stage` value
+    assert callback.config.patience == TINY_SETTINGS["stage"]["patience"] != StageConfig().patience
     assert "deprecated" in caplog.text and "'stage'" in caplog.text
 
 

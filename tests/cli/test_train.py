@@ -6,12 +6,16 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+import yaml
 
 from vzero.__main__ import main
+from vzero.rl.loss import LossConfig
 from vzero.rl.schedule import WarmupCosine
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")
+SETTINGS = yaml.safe_load(Path(TINY).read_text())["model"]
+KL, LR = SETTINGS["loss"]["kl_coef"], SETTINGS["optimizer"]["init_args"]["lr"]
 YAMLS = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("experiments/**/*.yaml")])
 # A few games per step and per evaluation: the same code paths as the real config, in seconds.
 FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
@@ -99,7 +103,7 @@ def test_fit_writes_an_mlflow_run_with_every_metric(tiny_path, tmp_path, monkeyp
     assert REQUIRED_METRICS <= set(run.data.metrics), REQUIRED_METRICS - set(run.data.metrics)
     assert {run.data.tags[k] for k in ("mode", "domain", "model")} == {"iterative", "clevr", "tiny"}
     params = run.data.params
-    assert params["model.loss.kl_coef"] == "0.04" and params["data.games_per_step"] == "2"
+    assert params["model.loss.kl_coef"] == str(KL) and params["data.games_per_step"] == "2"
     assert params["data.pairs.init_args.size"] == "[240, 160]" and params["model.vlm.lora.target_modules"] == "null"
     assert params["trainer.max_steps"] == "3" and "trainer.benchmark" not in params  # a Lightning default: not a param
     assert not any(k.startswith("config") or "Path_fsr" in v for k, v in params.items())
@@ -132,7 +136,7 @@ def test_checkpoints_hold_the_adapter_and_a_resumed_run_continues_its_run_and_sc
     assert ckpt["optimizer_states"] and ckpt["lr_schedulers"]
     settings, record = ckpt["hyper_parameters"], ckpt["vzero"]
     assert settings["vlm"]["name_or_path"] == "tiny" and settings["vlm"]["lora"]["r"] == 16
-    assert settings["mode"] == "iterative" and settings["loss"]["kl_coef"] == 0.04
+    assert settings["mode"] == "iterative" and settings["loss"]["kl_coef"] == KL != LossConfig().kl_coef
     assert record["schedule_steps"] == 4 and record["version"]
     size = (folder / "last.ckpt").stat().st_size
     base = sum(f.stat().st_size for f in Path(tiny_path).glob("*.safetensors"))
@@ -153,7 +157,7 @@ def test_checkpoints_hold_the_adapter_and_a_resumed_run_continues_its_run_and_sc
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/pg")] == [0, 1, 2, 3]
     lr = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)]
     schedule = WarmupCosine(warmup=0.1)
-    assert lr == pytest.approx([5e-4 * schedule.factor(s + 1, 4) for s in range(4)])  # one schedule, no jump
+    assert lr == pytest.approx([LR * schedule.factor(s + 1, 4) for s in range(4)])  # one schedule, no jump
 
     # A resume that would re-stretch the schedule (4 steps -> 6) is refused, naming the fix.
     with pytest.raises(SystemExit, match="schedule spans 4 steps.*model.schedule.steps=4"):
