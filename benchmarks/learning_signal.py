@@ -9,11 +9,12 @@ The main claim is the ``iterative`` mode (the paper's); ``clue`` (pure self-play
 the same seeds and budget, for the paper's ablation. Writes ``learning_signal.json`` and ``learning_signal.png``
 (curves per run), and prints a table.
 
-    python benchmarks/learning_signal.py --jobs 2               # 3 seeds x 3 modes, two runs at a time: ~TOTAL minutes
-    python benchmarks/learning_signal.py --seeds 1 --jobs 2     # 1 seed x 3 modes: ~SEED minutes
-    python benchmarks/learning_signal.py --seeds 1 --modes clue -- --model.loss.clue_scale batch
+    python benchmarks/learning_signal.py --jobs 2               # 3 seeds x 3 modes, two at a time: 60 minutes
+    python benchmarks/learning_signal.py --seeds 1 --jobs 2     # 1 seed x 3 modes: 25 minutes
+    python benchmarks/learning_signal.py --seeds 1 --modes clue --out clue_batch -- --model.loss.clue_scale batch
 
-Timings are from 2 cores shared with other jobs (see the JSON's ``wall_s`` per run); each run's ``--minutes`` caps it.
+The timings are of 2 cores that other jobs shared for most of the run (each run's ``wall_s`` is in the JSON);
+``--minutes`` caps each run.
 """
 
 from __future__ import annotations
