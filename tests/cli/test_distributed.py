@@ -10,7 +10,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-import yaml
+
+from .conftest import TINY_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATEGY = """
@@ -154,7 +155,7 @@ def test_a_resume_from_a_sharded_checkpoint_continues_its_run_folder_and_schedul
     assert last.parent.name == f"sharded-{run_id[:8]}"
     assert {k: [step for step, _ in h] for k, h in history.items()} == dict.fromkeys(keys, [0, 1, 2, 3])
     lr = [value for _, value in history["lr"]]
-    peak = yaml.safe_load((ROOT / "configs/tiny.yaml").read_text())["model"]["optimizer"]["init_args"]["lr"]
+    peak = TINY_SETTINGS["model"]["optimizer"]["init_args"]["lr"]
     assert lr == pytest.approx([peak * WarmupCosine(warmup=0.1).factor(s + 1, 4) for s in range(4)])  # no jump
     assert [value for _, value in history["stage/dwell"]] == [1, 2, 3, 4]  # the stage callback's state, resumed
     # The resumed policy is the trained one, not the start (where the KL to the reference is 0 exactly).

@@ -6,16 +6,17 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-import yaml
 
 from vzero.__main__ import main
 from vzero.rl.loss import LossConfig
 from vzero.rl.schedule import WarmupCosine
 
+from .conftest import TINY_SETTINGS
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")
-SETTINGS = yaml.safe_load(Path(TINY).read_text())["model"]
-KL, LR = SETTINGS["loss"]["kl_coef"], SETTINGS["optimizer"]["init_args"]["lr"]
+KL = TINY_SETTINGS["model"]["loss"]["kl_coef"]
+LR = TINY_SETTINGS["model"]["optimizer"]["init_args"]["lr"]
 YAMLS = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("experiments/**/*.yaml")])
 # A few games per step and per evaluation: the same code paths as the real config, in seconds.
 FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
