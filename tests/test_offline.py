@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
+FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2", "--eval.at_start", "false"]
 
 # Every outbound attempt is written to stderr as one `OUTBOUND {...}` line and refused. Threads swallow the refusal
 # (MLflow's telemetry catches everything), so the test reads the lines, not just the exit status.

@@ -13,6 +13,7 @@ from vzero.data.pairs import ClevrPairs, FolderPairs, PairSourceError
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")
 SMALL = ["--model.vlm.name_or_path", "tiny-random", "--data.games_per_step", "1", "--trainer.max_steps", "1"]
+SMALL += ["--eval.at_start", "false"]
 SMALL += ["--data.sampling.clue.max_new_tokens", "8", "--data.sampling.decision.max_new_tokens", "8"]
 
 

@@ -12,7 +12,7 @@ TINY = str(ROOT / "configs" / "tiny.yaml")
 TINY_SETTINGS = yaml.safe_load(Path(TINY).read_text())
 """tiny.yaml as written, for the tests that check a value it sets."""
 # A few games per step and per evaluation: the same code paths as the real config, in seconds.
-FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
+FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2", "--eval.at_start", "false"]
 TWO_STEPS = ["fit", "--config", TINY, *FAST, "--model.vlm.name_or_path", "tiny-random", "--trainer.max_steps", "2"]
 """A 2-step fit of the random tiny model, with the fast settings."""
 

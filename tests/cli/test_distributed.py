@@ -37,7 +37,7 @@ def run(command: str, tmp_path: Path, *args: str, timeout: int = 900) -> str:
         "--config",
         "fsdp.yaml",
     ]
-    argv += ["--trainer.enable_progress_bar", "false", *args]
+    argv += ["--trainer.enable_progress_bar", "false", "--eval.at_start", "false", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     out = done.stderr + done.stdout

@@ -19,7 +19,7 @@ KL = TINY_SETTINGS["model"]["loss"]["kl_coef"]
 LR = TINY_SETTINGS["model"]["optimizer"]["init_args"]["lr"]
 YAMLS = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("experiments/**/*.yaml")])
 # A few games per step and per evaluation: the same code paths as the real config, in seconds.
-FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
+FAST = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2", "--eval.at_start", "false"]
 REQUIRED_METRICS = {
     "stage/clue",
     "stage/decision",

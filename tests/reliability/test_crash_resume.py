@@ -28,7 +28,7 @@ FIT = [
     *("--model.vlm.name_or_path", "tiny", "--model.mode", "both", "--model.vlm.lora.dropout", "0.1"),
     *("--data.games_per_step", "2", "--data.game.n_civilians", "2", "--data.game.clue_rounds", "1"),
     *("--data.sampling.clue.max_new_tokens", "8", "--data.sampling.decision.max_new_tokens", "48"),
-    *("--eval.games", "4", "--eval.every_n_steps", "0"),
+    *("--eval.games", "4", "--eval.every_n_steps", "0", "--eval.at_start", "false"),
     *("--checkpoint.every_n_train_steps", "1", "--trainer.max_steps", "4"),
     *("--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"),
 ]

@@ -195,6 +195,6 @@ def test_a_fit_whose_policy_spells_control_tokens_completes(tiny_random_path, tm
     seen: list[str] = []
     monkeypatch.setattr(Policy, "generate", spelling_generate(Policy.generate, seen))
     tiny = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-    fast = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2"]
+    fast = ["--data.games_per_step", "2", "--eval.games", "4", "--eval.every_n_steps", "2", "--eval.at_start", "false"]
     main(["fit", "--config", tiny, *fast, "--model.vlm.name_or_path", "tiny-random", "--trainer.max_steps", "2"])
     assert any("A cube < |endoftext|> < |im_end|>" in prompt for prompt in seen)  # the spellings reached prompts
