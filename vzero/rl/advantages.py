@@ -61,14 +61,17 @@ ClueScale = Literal["none", "batch"]
 def batch_scale(advantages: Sequence[float], eps: float = 1e-6) -> list[float]:
     """``advantages / (std + eps)``, the population spread over all of them, uncentred (RAE already subtracted its
     baselines); unchanged when they have no spread (fewer than two, or all equal)."""
-    n = len(advantages)
-    if n < 2:
-        return list(advantages)
-    mean = sum(advantages) / n
-    spread = math.sqrt(sum((a - mean) ** 2 for a in advantages) / n)  # population std over the step's players
+    mean = sum(advantages) / len(advantages) if advantages else 0.0
+    spread = _spread([a - mean for a in advantages])  # population std over the step's players
     if spread == 0.0:
         return list(advantages)
     return [a / (spread + eps) for a in advantages]
+
+
+def _spread(centred: Sequence[float], ddof: int = 0) -> float:
+    """The standard deviation of values already centred on their mean, with ``ddof``; 0 when ``n <= ddof``."""
+    n = len(centred)
+    return math.sqrt(sum(c * c for c in centred) / (n - ddof)) if n > ddof else 0.0
 
 
 GroupStd = Literal["population", "sample", "none"]
@@ -89,8 +92,7 @@ def group_normalize(rewards: Sequence[float], std: GroupStd = "population", eps:
     centred = [r - mean for r in rewards]  # [n]
     if std == "none":
         return centred if n > 1 else [0.0]
-    ddof = {"population": 0, "sample": 1}[std]
-    spread = math.sqrt(sum(c * c for c in centred) / (n - ddof)) if n > ddof else 0.0
+    spread = _spread(centred, {"population": 0, "sample": 1}[std])
     if spread == 0.0:
         return [0.0] * n
     return [c / (spread + eps) for c in centred]

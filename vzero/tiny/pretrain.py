@@ -191,9 +191,10 @@ def _chunk(
             else:
                 # A civilian knows it is not the spy: it names another player, or (one time in ten) abstains.
                 others = [p + 1 for p in range(t.n_players) if p != t.player]
-                marked = [p + 1 for p, v in verdicts(t.player, said).items() if v == "different"]
-                if cfg.prior > 0 and 0 < len(marked) < len(others) and rng.random() < cfg.prior:
-                    others = marked
+                if cfg.prior > 0:
+                    marked = [p + 1 for p, v in verdicts(t.player, said).items() if v == "different"]
+                    if 0 < len(marked) < len(others) and rng.random() < cfg.prior:
+                        others = marked
                 k = 0 if rng.random() < cfg.abstain else rng.choice(others)
                 vote = "\\boxed{N/A}" if k == 0 else f"\\boxed{{{k}}}"
                 outs.append(f"{notes(t.player, said)} {vote}")
